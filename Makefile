@@ -1,0 +1,68 @@
+# sluice: the front door. `make run` tries it on one machine, `make test`
+# runs every test (installing what the tests need first).
+
+GO      ?= go
+BIN     := bin
+GOBIN   := $(shell $(GO) env GOPATH)/bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+export PATH := $(PATH):$(GOBIN):/usr/sbin
+
+.PHONY: all build test test-deps race fuzz lint proto run bench compat cluster cluster-stop clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+# Installs the third-party software the tests run against (swaks, Postfix's
+# smtp-sink/smtp-source, versitygw, nats-server), then runs every test.
+test: test-deps
+	$(GO) test -count=1 -timeout 40m ./...
+
+test-deps:
+	deploy/local/test-deps.sh
+
+race: test-deps
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+# Each fuzz target for a while (FUZZTIME=30s by default).
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./internal/...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	staticcheck ./...
+
+# Regenerates proto/sluice/v1/*.pb.go (needs protoc: apt-get install protobuf-compiler).
+proto:
+	@command -v protoc-gen-go >/dev/null || $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	protoc -I proto -I /usr/include --go_out=proto --go_opt=paths=source_relative proto/sluice/v1/sluice.proto
+
+# The edge on its embedded default with the example configuration, in
+# front of a demo sink that prints what it receives.
+run: build
+	deploy/local/demo.sh
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./...
+
+# proxsmtpd compatibility: the shared differential oracle against the edge.
+compat: build
+	deploy/local/compat.sh $(CURDIR)/$(BIN)/edge
+
+cluster: build
+	deploy/local/cluster.sh start
+
+cluster-stop:
+	deploy/local/cluster.sh stop
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,67 @@
+// Command edge is sluice's SMTP side: a drop-in replacement for proxsmtpd
+// that holds the SMTP sessions and has every message filtered through the
+// job queue. With no NATS URL configured it runs the whole system in one
+// process.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/sluice-mail/sluice/internal/config"
+	"github.com/sluice-mail/sluice/internal/edge"
+	"github.com/sluice-mail/sluice/internal/logging"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ()))
+}
+
+func run(args, environ []string) int {
+	cfg, err := config.Load(config.Edge, args, environ)
+	if err != nil {
+		return config.Report(os.Stderr, "edge", config.Edge, err)
+	}
+	if cfg.ShowVersion {
+		fmt.Printf("sluice edge (version %s)\n          (config: %s)\n", version, cfg.ConfigFile)
+		return 0
+	}
+	log := logging.New(os.Stderr, cfg.LogLevel(), string(cfg.LogFormat))
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	if os.Geteuid() == 0 {
+		log.Warn("running as root is NOT recommended")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+
+	e, err := edge.Start(ctx, cfg, log)
+	if err != nil {
+		log.Error("start-up failed", "err", err)
+		return 1
+	}
+	if cfg.PidFile != "" {
+		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			log.Error("couldn't write pid file", "file", cfg.PidFile, "err", err)
+		} else {
+			defer os.Remove(cfg.PidFile)
+		}
+	}
+	<-ctx.Done()
+	log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	e.Shutdown(sctx)
+	log.Info("stopped")
+	return 0
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the team's proxsmtpd differential oracle (../shared/compat) against
+# an edge binary: `compare` on the scenarios where sluice must behave like
+# proxsmtpd 1.10, `expect` where it must do better. Exit status 1 if either
+# fails.
+set -uo pipefail
+edge=${1:?usage: compat.sh /path/to/edge}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+compat=${SLUICE_COMPAT_DIR:-$here/../shared/compat}
+if [ ! -x "$compat/oracle.py" ]; then
+  echo "compat: no oracle at $compat (set SLUICE_COMPAT_DIR)" >&2
+  exit 1
+fi
+cd "$compat"
+rc=0
+echo "== oracle compare (must match proxsmtpd 1.10)"
+./oracle.py compare --ref baseline/proxsmtpd-1.10.json --cand "$edge -f {conf}" \
+  --exclude-tags quirk security barelf -j 4 > /tmp/sluice-compat-compare.$$ 2>&1 || rc=1
+grep -E '^\[DIFF\]' /tmp/sluice-compat-compare.$$ || true
+tail -n 1 /tmp/sluice-compat-compare.$$
+echo "== oracle expect (must do better than proxsmtpd)"
+./oracle.py expect --cand "$edge -f {conf}" -j 4 > /tmp/sluice-compat-expect.$$ 2>&1 || rc=1
+grep -E '^\[FAIL\]' -A 6 /tmp/sluice-compat-expect.$$ || true
+tail -n 1 /tmp/sluice-compat-expect.$$
+rm -f /tmp/sluice-compat-compare.$$ /tmp/sluice-compat-expect.$$
+exit $rc

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the third-party software sluice's tests run against, when it is
+# missing: swaks and Postfix's smtp-sink/smtp-source (Debian packages),
+# versitygw (a real S3 server) and nats-server (for JetStream clusters).
+# Idempotent; safe to run on every `make test`.
+set -euo pipefail
+
+GOBIN="$(go env GOPATH)/bin"
+export PATH="$PATH:$GOBIN:/usr/sbin"
+VERSITYGW_VERSION=v1.8.0
+NATS_SERVER_VERSION=v2.15.2
+
+need_apt=()
+command -v swaks >/dev/null || need_apt+=(swaks)
+command -v smtp-sink >/dev/null || need_apt+=(postfix)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi
+  fi
+  if [ "$sudo" = none ]; then
+    echo "test-deps: missing ${need_apt[*]}; install them with: apt-get install -y ${need_apt[*]}" >&2
+    if [ "${SLUICE_REQUIRE_TOOLS:-}" = 1 ]; then exit 1; fi
+  else
+    echo "test-deps: installing ${need_apt[*]} (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null 2>&1 || {
+      $sudo apt-get update >/dev/null
+      $sudo apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null
+    }
+  fi
+fi
+
+# Go-installed servers: pinned versions, into GOPATH/bin.
+gover() { go version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $3; exit }'; }
+if [ "$(gover "$GOBIN/versitygw")" != "$VERSITYGW_VERSION" ]; then
+  echo "test-deps: installing versitygw $VERSITYGW_VERSION (takes a few minutes the first time)"
+  go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
+if [ "$(gover "$GOBIN/nats-server")" != "$NATS_SERVER_VERSION" ]; then
+  echo "test-deps: installing nats-server $NATS_SERVER_VERSION"
+  go install "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION"
+fi
+echo "test-deps: swaks, smtp-sink, versitygw $VERSITYGW_VERSION, nats-server $NATS_SERVER_VERSION ready"

@@ -1,0 +1,759 @@
+// Package config is sluice's configuration: one struct holding every
+// setting, its default and its checks. Load reads four sources with one
+// precedence, flags > environment (SLUICE_*) > configuration file >
+// defaults, through viper, and validates the result once, so that bad
+// configuration stops the program at start-up with one line naming the
+// setting and the file, never at the first message.
+//
+// The file is an unmodified proxsmtpd.conf (read by ParseProxsmtpd) or,
+// when its name ends in .yaml, .yml or .json, the same key space in YAML
+// or JSON. Other packages take the values they need from Config.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Role is which program is loading its configuration.
+type Role int
+
+const (
+	Edge   Role = iota // holds SMTP sessions; needs OutAddress
+	Worker             // runs filters; ignores Listen and OutAddress
+)
+
+func (r Role) String() string {
+	if r == Worker {
+		return "worker"
+	}
+	return "edge"
+}
+
+// DefaultEdgeConfig is the edge's configuration file when neither -f nor
+// $SLUICE_CONFIG names one, as for proxsmtpd. The worker has none.
+const DefaultEdgeConfig = "/etc/proxsmtpd.conf"
+
+// FilterType is proxsmtpd's FilterType.
+type FilterType string
+
+const (
+	FilterTypePipe   FilterType = "pipe"   // message on stdin, filtered message on stdout
+	FilterTypeFile   FilterType = "file"   // message in the file named by $EMAIL, edited in place
+	FilterTypeReject FilterType = "reject" // every message refused with FilterReject
+)
+
+// Transparent is proxsmtpd's TransparentProxy mode.
+type Transparent string
+
+const (
+	TransparentOff    Transparent = "off"
+	TransparentClient Transparent = "client"
+	TransparentFull   Transparent = "full"
+)
+
+// LineEndings is what the edge does with a bare CR or LF inside DATA.
+type LineEndings string
+
+const (
+	LineEndingsNormalise LineEndings = "normalise" // turned into CRLF
+	LineEndingsReject    LineEndings = "reject"    // message refused after it was read to its end
+)
+
+// StoreType picks the blob store implementation.
+type StoreType string
+
+const (
+	StoreFS StoreType = "fs"
+	StoreS3 StoreType = "s3"
+)
+
+// LogFormat is the slog handler.
+type LogFormat string
+
+const (
+	LogText LogFormat = "text"
+	LogJSON LogFormat = "json"
+)
+
+// Limits of the timeout budget: a sender waits 10 minutes for the reply
+// after the final dot (RFC 5321 4.5.3.2.6), so the edge must have
+// answered before that.
+const (
+	senderWait    = 10 * time.Minute
+	maxJobTimeout = 9 * time.Minute
+)
+
+// Config is every setting of sluice, validated.
+type Config struct {
+	Role        Role
+	ConfigFile  string   // from -f, $SLUICE_CONFIG or DefaultEdgeConfig; "" for none
+	ShowVersion bool     // -v: print the version and ConfigFile, exit 0; nothing else is loaded
+	Debug       int      // -d level 0..4, -1 when -d was not given (see LogLevel)
+	PidFile     string   // the PidFile option, else -p; "" for none
+	Warnings    []string // for main to log at start-up
+
+	// proxsmtpd.conf options.
+	FilterCommand     string        // run as /bin/sh -c; "" passes mail through
+	FilterTimeout     time.Duration // total deadline of one filter run
+	FilterType        FilterType
+	FilterReject      string        // reply for FilterTypeReject
+	Header            string        // raw template (%i %l %d %%, \r \n \t); "" adds nothing
+	KeepAlives        time.Duration // NOOP interval towards the upstream; 0 = off
+	Listen            Address       // edge only; a port alone means 0.0.0.0
+	MaxConnections    int           // 2..10239
+	OutAddress        Address       // edge only; PortOnly() = the client's own IP
+	SkipAuthenticated bool          // Skip: authenticated
+	TempDirectory     string        // filters' $TMPDIR and file-mode spool
+	TimeOut           time.Duration // every network read and write
+	TransparentProxy  Transparent   // only TransparentOff gets past Load for now
+	User              string        // always "" for now: Load refuses User
+	XClient           bool
+
+	// sluice's own settings.
+	Hostname        string // greeting and EHLO reply
+	DataDir         string // absolute
+	MaxMessageSize  int64  // bytes; 0 = unlimited
+	BareLineEndings LineEndings
+	Retention       time.Duration // 0 = delete a message's copies after its transaction
+	DrainTimeout    time.Duration // on SIGTERM, before open sessions get 421
+	JobTimeout      time.Duration // edge's wait for a verdict after the final dot
+	LogFormat       LogFormat
+	HTTPListen      string // host:port for health, readiness, metrics; "" = off
+
+	NATS   NATS
+	Store  Store
+	Worker WorkerSettings
+}
+
+// NATS is how to reach the job queue.
+type NATS struct {
+	URLs          []string // empty: the edge runs an embedded server
+	Listen        string   // embedded server's client address (host:port); "" = in-process only
+	Stream        string
+	Subject       string
+	Consumer      string
+	VerdictPrefix string
+	Replicas      int
+	MaxAge        time.Duration
+	AckWait       time.Duration
+	MaxDeliver    int
+	User          string
+	Password      string
+	Token         string
+	NKeyFile      string
+	CredsFile     string
+	TLSCA         string
+	TLSCert       string
+	TLSKey        string
+}
+
+// Embedded reports whether no external NATS server is configured.
+func (n NATS) Embedded() bool { return len(n.URLs) == 0 }
+
+// Store is where message bodies go.
+type Store struct {
+	Type StoreType
+	Dir  string // fs store root, absolute
+	S3   S3
+}
+
+// S3 is an S3-compatible object store.
+type S3 struct {
+	Endpoint     string // host or host:port
+	Bucket       string
+	Region       string
+	AccessKey    string
+	SecretKey    string
+	SessionToken string
+	TLS          bool
+	PathStyle    bool
+	CreateBucket bool
+	PartSize     int64 // bytes, >= 5 MiB
+}
+
+// WorkerSettings is the filter pool of this process.
+type WorkerSettings struct {
+	Slots int // concurrent filter runs; 0 = none in this process (edge only)
+}
+
+// Error is a configuration error: main prints it and exits with ExitCode.
+type Error struct {
+	Source  string // the file, environment variable (SLUICE_X) or flag (--x) at fault; "" for none
+	Setting string // proxsmtpd option name or sluice key; "" for command-line errors
+	Msg     string // proxsmtpd's text for proxsmtpd options, "key: problem" for sluice's
+	Code    int    // exit status; 0 means 2
+	Usage   bool   // print Usage after the message
+
+	// Warnings gathered before the error (e.g. "configuration file not
+	// found"), for main to print first, as proxsmtpd does.
+	Warnings []string
+}
+
+func (e *Error) Error() string {
+	if e.Source == "" {
+		return e.Msg
+	}
+	return e.Source + ": " + e.Msg
+}
+
+// ExitCode is the exit status for an error from Load, as proxsmtpd's:
+// 0 for nil and ErrHelp, 2 for configuration and usage errors, 1 for the
+// rest (a non-numeric -d level, an unreadable file).
+func ExitCode(err error) int {
+	var e *Error
+	switch {
+	case err == nil, errors.Is(err, ErrHelp):
+		return 0
+	case errors.As(err, &e):
+		if e.Code == 0 {
+			return 2
+		}
+		return e.Code
+	}
+	return 1
+}
+
+// LogLevel maps -d to proxsmtpd's syslog levels: 0 errors, 1 warnings,
+// 2 notices, 3 info (the per-message lines), 4 debug. Without -d the
+// level is info, as proxsmtpd logs to syslog without debug.
+func (c *Config) LogLevel() slog.Level {
+	switch {
+	case c.Debug < 0 || c.Debug == 3:
+		return slog.LevelInfo
+	case c.Debug == 0:
+		return slog.LevelError
+	case c.Debug == 1:
+		return slog.LevelWarn
+	case c.Debug == 2:
+		return LevelNotice
+	}
+	return slog.LevelDebug
+}
+
+// LevelNotice is syslog's notice, between slog's info and warn.
+const LevelNotice = slog.Level(2)
+
+// Load parses args (without the program name), the environment (in
+// os.Environ form) and the configuration file, and returns the validated
+// configuration or an *Error (or ErrHelp).
+func Load(role Role, args []string, environ []string) (*Config, error) {
+	env := envMap(environ)
+	fs, cf := newFlagSet(role)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, ErrHelp) {
+			return nil, ErrHelp
+		}
+		return nil, &Error{Msg: err.Error(), Usage: true}
+	}
+	if fs.NArg() > 0 {
+		return nil, &Error{Msg: "unexpected argument: " + fs.Arg(0), Usage: true}
+	}
+
+	c := &Config{Role: role, Debug: -1}
+	switch {
+	case cf.config.Changed:
+		c.ConfigFile = cf.config.Value.String()
+	case env["SLUICE_CONFIG"] != "":
+		c.ConfigFile = env["SLUICE_CONFIG"]
+	case role == Edge:
+		c.ConfigFile = DefaultEdgeConfig
+	}
+	if v, _ := parseBool(cf.version.s); v {
+		c.ShowVersion = true
+		return c, nil
+	}
+	if cf.debug.Changed {
+		level, err := parseDebug(cf.debug.Value.String())
+		if err != nil {
+			return nil, err
+		}
+		c.Debug = level
+	}
+
+	l := newLoader(role, env, c.ConfigFile)
+	if err := l.readFile(); err != nil {
+		err.Warnings = l.warnings
+		return nil, err
+	}
+	l.readEnv()
+	fs.VisitAll(func(f *pflag.Flag) {
+		if key, ok := l.flagKeys[f.Name]; ok {
+			l.flags[key] = f
+			_ = l.v.BindFlagValue(key, viperFlag{f})
+		}
+	})
+	l.build(c)
+	if l.err != nil {
+		l.err.Warnings = l.warnings
+		return nil, l.err
+	}
+	if c.PidFile != "" && cf.pidFile.Changed {
+		l.warn("ignoring pid file specified on the command line.")
+	} else if c.PidFile == "" {
+		c.PidFile = cf.pidFile.Value.String()
+	}
+	c.Warnings = l.warnings
+	return c, nil
+}
+
+// parseDebug reads -d as proxsmtpd does: strtol, so "" is 0 and a
+// negative level counts as 0; above 4 is exit 2, not a number exit 1.
+func parseDebug(s string) (int, error) {
+	if strings.Trim(s, cSpace) == "" {
+		return 0, nil
+	}
+	n, ok := parseCInt(s)
+	if !ok {
+		return 0, &Error{Setting: "-d", Msg: "invalid debug log level", Code: 1}
+	}
+	if n > 4 {
+		return 0, &Error{Setting: "-d", Msg: "invalid debug log level (must be between 1 and 4)"}
+	}
+	return int(max(n, 0)), nil
+}
+
+// envMap indexes os.Environ-style entries; the first of a repeated name
+// wins, as for os.Getenv.
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		if _, seen := m[k]; !seen {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// build reads every setting into c, in table order; the first failure
+// is kept in l.err.
+func (l *loader) build(c *Config) {
+	// proxsmtpd.conf options.
+	c.FilterCommand = l.text("filtercommand")
+	c.FilterTimeout = l.seconds("filtertimeout", false)
+	switch strings.ToLower(strings.Trim(l.text("filtertype"), cSpace)) {
+	case "pipe":
+		c.FilterType = FilterTypePipe
+	case "file":
+		c.FilterType = FilterTypeFile
+	case "reject":
+		c.FilterType = FilterTypeReject
+	default:
+		l.fail("filtertype", "invalid value for FilterType (must specify 'pipe' or 'file' or 'reject')")
+	}
+	c.FilterReject = l.text("filterreject")
+	c.Header = l.text("header")
+	c.KeepAlives = l.seconds("keepalives", true)
+	if l.role == Edge {
+		c.Listen = l.address("listen", 10025)
+		if c.Listen.PortOnly() {
+			c.Listen.Host = "0.0.0.0" // proxsmtpd binds all addresses
+		}
+	}
+	if n, ok := parseCInt(l.text("maxconnections")); ok && n > 1 && n < 10240 {
+		c.MaxConnections = int(n)
+	} else {
+		// proxsmtpd's text, although it accepts 2..10239.
+		l.fail("maxconnections", "invalid setting: MaxConnections (must be between 1 and 10240)")
+	}
+	if l.role == Edge && l.present("outaddress") {
+		c.OutAddress = l.address("outaddress", 25)
+	}
+	if l.present("skip") {
+		if strings.EqualFold(strings.Trim(l.text("skip"), cSpace), "authenticated") {
+			c.SkipAuthenticated = true
+		} else {
+			l.fail("skip", "invalid value for Skip (must specify 'authenticated')")
+		}
+	}
+	c.TempDirectory = strings.Trim(l.text("tempdirectory"), cSpace)
+	if c.TempDirectory == "" {
+		l.fail("tempdirectory", "invalid setting: TempDirectory")
+	}
+	c.TimeOut = l.seconds("timeout", false)
+	tp := strings.ToLower(strings.Trim(l.text("transparentproxy"), cSpace))
+	switch b, isBool := parseBool(tp); {
+	case tp == "client" || tp == "full":
+		c.TransparentProxy = Transparent(tp)
+	case isBool && b:
+		c.TransparentProxy = TransparentClient
+	case isBool:
+		c.TransparentProxy = TransparentOff
+	default:
+		l.fail("transparentproxy", "invalid value for TransparentProxy")
+	}
+	c.User = strings.Trim(l.text("user"), cSpace)
+	if b, ok := parseBool(l.text("xclient")); ok {
+		c.XClient = b
+	} else {
+		l.fail("xclient", "invalid value for XClient")
+	}
+	c.PidFile = strings.Trim(l.text("pidfile"), cSpace)
+
+	if c.TransparentProxy != TransparentOff && l.role == Edge {
+		l.fail("transparentproxy", "TransparentProxy: not supported yet")
+	}
+	if c.User != "" {
+		l.fail("user", "User: not supported yet")
+	}
+	if l.role == Edge && !l.present("outaddress") && c.TransparentProxy == TransparentOff {
+		l.fail("outaddress", "no OutAddress specified.")
+	}
+	if l.role == Edge && c.OutAddress.Network != "" && c.OutAddress == c.Listen {
+		l.warn(fmt.Sprintf("OutAddress %s is the Listen address %s: mail would loop", c.OutAddress, c.Listen))
+	}
+
+	l.buildSluice(c)
+}
+
+func (l *loader) buildSluice(c *Config) {
+	if c.Hostname = l.text("hostname"); c.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || checkHostname(h) != nil {
+			h = "localhost"
+		}
+		c.Hostname = h
+	} else if err := checkHostname(c.Hostname); err != nil {
+		l.failf("hostname", "%v", err)
+	}
+	c.DataDir = l.text("data_dir")
+	if c.DataDir == "" {
+		c.DataDir = defaultDataDir(systemDataDir, l.env, os.TempDir(), os.Getuid())
+	}
+	c.DataDir = l.absPath("data_dir", c.DataDir)
+	c.MaxMessageSize = l.size("max_message_size")
+	switch strings.ToLower(strings.TrimSpace(l.text("bare_line_endings"))) {
+	case "normalise", "normalize":
+		c.BareLineEndings = LineEndingsNormalise
+	case "reject":
+		c.BareLineEndings = LineEndingsReject
+	default:
+		l.failf("bare_line_endings", "must be normalise or reject, not %q", l.text("bare_line_endings"))
+	}
+	c.Retention = l.duration("retention")
+	c.DrainTimeout = l.duration("drain_timeout")
+	switch strings.ToLower(strings.TrimSpace(l.text("log_format"))) {
+	case "text":
+		c.LogFormat = LogText
+	case "json":
+		c.LogFormat = LogJSON
+	default:
+		l.failf("log_format", "must be text or json, not %q", l.text("log_format"))
+	}
+	if c.HTTPListen = strings.TrimSpace(l.text("http_listen")); c.HTTPListen != "" {
+		if err := checkHostPort(c.HTTPListen); err != nil {
+			l.failf("http_listen", "%v", err)
+		}
+	}
+
+	n := &c.NATS
+	n.URLs = splitList(l.text("nats.url"))
+	for _, u := range n.URLs {
+		if err := checkNATSURL(u); err != nil {
+			l.failf("nats.url", "%v", err)
+		}
+	}
+	if n.Listen = strings.TrimSpace(l.text("nats.listen")); n.Listen != "" {
+		if err := checkHostPort(n.Listen); err != nil {
+			l.failf("nats.listen", "%v", err)
+		}
+		if !n.Embedded() {
+			l.warn("nats.listen is ignored: nats.url names an external server")
+		}
+	}
+	n.Stream = l.checked("nats.stream", checkName)
+	n.Subject = l.checked("nats.subject", checkSubject)
+	n.Consumer = l.checked("nats.consumer", checkName)
+	n.VerdictPrefix = l.checked("nats.verdict_prefix", checkSubject)
+	if subjectsOverlap(n.Subject, n.VerdictPrefix) {
+		l.failf("nats.verdict_prefix", "must not overlap nats.subject (%s)", n.Subject)
+	}
+	n.Replicas = l.integer("nats.replicas", 1, 5)
+	n.MaxAge = l.duration("nats.max_age")
+	if n.MaxAge == 0 {
+		l.failf("nats.max_age", "must be positive")
+	}
+	if l.explicit("nats.ack_wait") {
+		n.AckWait = l.duration("nats.ack_wait")
+		if n.AckWait <= c.FilterTimeout {
+			l.failf("nats.ack_wait", "must be greater than FilterTimeout (%s)", c.FilterTimeout)
+		}
+	} else {
+		n.AckWait = c.FilterTimeout + 30*time.Second
+	}
+	n.MaxDeliver = l.integer("nats.max_deliver", 1, math.MaxInt32)
+	n.User = l.text("nats.user")
+	n.Password = l.text("nats.password")
+	n.Token = l.text("nats.token")
+	if n.Password != "" && n.User == "" {
+		l.failf("nats.password", "set without nats.user")
+	}
+	n.NKeyFile = l.file("nats.nkey_file")
+	n.CredsFile = l.file("nats.creds_file")
+	n.TLSCA = l.file("nats.tls_ca")
+	n.TLSCert = l.file("nats.tls_cert")
+	n.TLSKey = l.file("nats.tls_key")
+	if (n.TLSCert == "") != (n.TLSKey == "") {
+		l.failf("nats.tls_cert", "nats.tls_cert and nats.tls_key go together")
+	}
+
+	// The budget: FilterTimeout < nats.ack_wait < job_timeout < 10m.
+	if l.explicit("job_timeout") {
+		c.JobTimeout = l.duration("job_timeout")
+		switch {
+		case c.JobTimeout >= senderWait:
+			l.failf("job_timeout", "must be less than 10m, the time a sender waits after the final dot")
+		case c.JobTimeout <= c.FilterTimeout:
+			l.failf("job_timeout", "must be greater than FilterTimeout (%s)", c.FilterTimeout)
+		}
+	} else {
+		c.JobTimeout = min(c.FilterTimeout+n.AckWait+30*time.Second, maxJobTimeout)
+		if c.JobTimeout <= c.FilterTimeout {
+			l.fail("filtertimeout", fmt.Sprintf("invalid setting: FilterTimeout (must be less than job_timeout, %s, as a sender waits 10m after the final dot)", c.JobTimeout))
+		}
+	}
+	if l.err == nil && n.AckWait >= c.JobTimeout {
+		l.warn(fmt.Sprintf("nats.ack_wait (%s) is not less than job_timeout (%s): a job whose worker died is not redelivered before the sender gets its answer", n.AckWait, c.JobTimeout))
+	}
+	if l.err == nil && n.MaxAge <= c.JobTimeout {
+		l.failf("nats.max_age", "must be greater than job_timeout (%s)", c.JobTimeout)
+	}
+
+	s := &c.Store
+	s.S3.Endpoint = strings.TrimSpace(l.text("store.s3.endpoint"))
+	switch t := strings.ToLower(strings.TrimSpace(l.text("store.type"))); t {
+	case "":
+		s.Type = StoreFS
+		if s.S3.Endpoint != "" {
+			s.Type = StoreS3
+		}
+	case "fs", "s3":
+		s.Type = StoreType(t)
+	default:
+		l.failf("store.type", "must be fs or s3, not %q", l.text("store.type"))
+	}
+	if s.Dir = l.text("store.dir"); s.Dir == "" {
+		s.Dir = filepath.Join(c.DataDir, "messages")
+	}
+	s.Dir = l.absPath("store.dir", s.Dir)
+	if s.Type == StoreS3 {
+		if s.S3.Endpoint == "" {
+			// Blame store.type: that is where the fix usually goes.
+			l.fail("store.type", "store.s3.endpoint: required when store.type is s3")
+		} else if err := checkEndpoint(s.S3.Endpoint); err != nil {
+			l.failf("store.s3.endpoint", "%v", err)
+		}
+	}
+	s.S3.Bucket = l.checked("store.s3.bucket", checkBucket)
+	s.S3.Region = strings.TrimSpace(l.textOr("store.s3.region", "AWS_REGION", "AWS_DEFAULT_REGION"))
+	if s.S3.Region == "" {
+		s.S3.Region = "us-east-1"
+	} else if strings.ContainsAny(s.S3.Region, cSpace+"/") {
+		l.failf("store.s3.region", "invalid region %q", s.S3.Region)
+	}
+	s.S3.AccessKey = l.textOr("store.s3.access_key", "AWS_ACCESS_KEY_ID")
+	s.S3.SecretKey = l.textOr("store.s3.secret_key", "AWS_SECRET_ACCESS_KEY")
+	s.S3.SessionToken = l.textOr("store.s3.session_token", "AWS_SESSION_TOKEN")
+	if s.Type == StoreS3 && (s.S3.AccessKey == "") != (s.S3.SecretKey == "") {
+		l.failf("store.s3.access_key", "store.s3.access_key and store.s3.secret_key go together")
+	}
+	s.S3.TLS = l.boolean("store.s3.tls")
+	s.S3.PathStyle = l.boolean("store.s3.path_style")
+	s.S3.CreateBucket = l.boolean("store.s3.create_bucket")
+	s.S3.PartSize = l.size("store.s3.part_size")
+	if l.err == nil && (s.S3.PartSize < 5<<20 || s.S3.PartSize > 5<<30) {
+		l.failf("store.s3.part_size", "must be between 5MiB and 5GiB")
+	}
+
+	w := &c.Worker
+	minSlots := 0
+	if l.role == Worker {
+		minSlots = 1
+	}
+	switch {
+	case l.explicit("worker.slots"):
+		w.Slots = l.integer("worker.slots", minSlots, 1<<16)
+	case l.role == Worker || n.Embedded():
+		w.Slots = max(2, runtime.NumCPU())
+	}
+
+	// Whole-system checks, so that no message meets them first.
+	if l.role == Worker && n.Embedded() {
+		l.failf("nats.url", "required for the worker (the embedded NATS server lives in the edge)")
+	}
+	if l.role == Edge && n.Embedded() && n.Listen == "" && w.Slots == 0 {
+		l.failf("worker.slots", "must be at least 1 when the embedded NATS server opens no port (nats.listen): no worker could take a job")
+	}
+	if l.role == Edge && !n.Embedded() && s.Type == StoreFS {
+		l.warn("store.type is fs with an external NATS server: workers elsewhere must see the same store.dir")
+	}
+	runsFilters := w.Slots > 0 && c.FilterCommand != "" && c.FilterType != FilterTypeReject
+	// Only a warning: the directory may appear later (a tmpfs mounted
+	// after start-up), and until then each filter run fails with a 4xx,
+	// which senders retry (compat scenario j13).
+	if l.err == nil && runsFilters {
+		if err := checkWritableDir(c.TempDirectory); err != nil {
+			l.warn("TempDirectory: " + err.Error() + "; filter runs will fail with 451 until it is usable")
+		}
+	}
+}
+
+// checkWritableDir is for TempDirectory: a missing directory should show
+// at start-up, not only in the first filter run.
+func checkWritableDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: not a directory", dir)
+	}
+	if !usableDir(dir) {
+		return fmt.Errorf("%s: not writable", dir)
+	}
+	return nil
+}
+
+// absPath makes a directory setting absolute, so a later chdir cannot move it.
+func (l *loader) absPath(key, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		l.failf(key, "%v", err)
+		return p
+	}
+	return a
+}
+
+// file is a path setting that must name an existing file when set.
+func (l *loader) file(key string) string {
+	p := strings.TrimSpace(l.text(key))
+	if p == "" {
+		return ""
+	}
+	if fi, err := os.Stat(p); err != nil {
+		l.failf(key, "%s: %s", p, reason(err))
+	} else if fi.IsDir() {
+		l.failf(key, "%s is a directory", p)
+	}
+	return p
+}
+
+// checked reads a sluice string setting and applies check to it.
+func (l *loader) checked(key string, check func(string) error) string {
+	s := strings.TrimSpace(l.text(key))
+	if err := check(s); err != nil {
+		l.failf(key, "%v", err)
+	}
+	return s
+}
+
+// seconds reads a proxsmtpd option counted in whole seconds.
+func (l *loader) seconds(key string, zeroOK bool) time.Duration {
+	n, ok := parseCInt(l.text(key))
+	if !ok || n < 0 || (n == 0 && !zeroOK) {
+		s, _ := lookup(key)
+		l.fail(key, "invalid setting: "+s.name)
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+// address reads Listen or OutAddress.
+func (l *loader) address(key string, defaultPort int) Address {
+	raw := strings.Trim(l.text(key), cSpace)
+	a, err := ParseAddress(raw, defaultPort)
+	if err != nil {
+		s, _ := lookup(key)
+		l.fail(key, "invalid "+s.name+" socket name or ip: "+raw)
+	}
+	return a
+}
+
+func (l *loader) duration(key string) time.Duration {
+	d, err := parseDuration(l.text(key))
+	if err != nil {
+		l.failf(key, "%v", err)
+	}
+	return d
+}
+
+func (l *loader) size(key string) int64 {
+	n, err := parseSize(l.text(key))
+	if err != nil {
+		l.failf(key, "%v", err)
+	}
+	return n
+}
+
+func (l *loader) boolean(key string) bool {
+	b, ok := parseBool(l.text(key))
+	if !ok {
+		l.failf(key, "must be a boolean (on/off, yes/no, true/false, 1/0), not %q", l.text(key))
+	}
+	return b
+}
+
+func (l *loader) integer(key string, lo, hi int) int {
+	n, err := strconv.Atoi(strings.TrimSpace(l.text(key)))
+	switch {
+	case err != nil:
+		l.failf(key, "must be an integer, not %q", l.text(key))
+	case hi < 1<<16 && (n < lo || n > hi):
+		l.failf(key, "must be between %d and %d", lo, hi)
+	case n < lo:
+		l.failf(key, "must be at least %d", lo)
+	case n > hi:
+		l.failf(key, "must be at most %d", hi)
+	}
+	return n
+}
+
+// textOr is a sluice setting that falls back to other environment
+// variables (AWS_*) when empty.
+func (l *loader) textOr(key string, envNames ...string) string {
+	if s := l.text(key); s != "" {
+		return s
+	}
+	for _, name := range envNames {
+		if s := l.env[name]; s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// Report prints an error from Load the way proxsmtpd does (warnings
+// first, then the error, then the usage text when it is a usage error)
+// and returns the exit status.
+func Report(w io.Writer, prog string, role Role, err error) int {
+	if errors.Is(err, ErrHelp) {
+		fmt.Fprint(w, Usage(role))
+		return 0
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		for _, warn := range e.Warnings {
+			fmt.Fprintf(w, "%s: %s\n", prog, warn)
+		}
+	}
+	fmt.Fprintf(w, "%s: %v\n", prog, err)
+	if e != nil && e.Usage {
+		fmt.Fprint(w, Usage(role))
+	}
+	return ExitCode(err)
+}

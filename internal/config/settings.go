@@ -1,0 +1,131 @@
+package config
+
+import "strings"
+
+// kind is how a setting's text is read; it also picks the flag's look in
+// the usage text.
+type kind int
+
+const (
+	kindString kind = iota
+	kindBool
+	kindInt
+	kindDuration
+	kindSize
+	kindList
+)
+
+// setting is one key of the key space shared by every source.
+type setting struct {
+	key       string // viper key: lower case, dotted for nested YAML maps
+	name      string // how messages name it: proxsmtpd's spelling, or key
+	proxsmtpd bool   // a proxsmtpd.conf option (no long flag; proxsmtpd error texts)
+	kind      kind
+	def       string // static default; "" = none, or derived in Load
+	help      string // one line for the usage text
+}
+
+// settings is every key, in the order Load validates them (so the first
+// error reported is stable). Read only.
+var settings = []setting{
+	// proxsmtpd.conf options, as proxsmtpd 1.10 reads them.
+	{key: "filtercommand", name: "FilterCommand", proxsmtpd: true},
+	{key: "filtertimeout", name: "FilterTimeout", proxsmtpd: true, kind: kindInt, def: "30"},
+	{key: "filtertype", name: "FilterType", proxsmtpd: true, def: "pipe"},
+	{key: "filterreject", name: "FilterReject", proxsmtpd: true, def: "530 Email Rejected"},
+	{key: "header", name: "Header", proxsmtpd: true},
+	{key: "keepalives", name: "KeepAlives", proxsmtpd: true, kind: kindInt, def: "0"},
+	{key: "listen", name: "Listen", proxsmtpd: true, def: "0.0.0.0:10025"},
+	{key: "maxconnections", name: "MaxConnections", proxsmtpd: true, kind: kindInt, def: "64"},
+	{key: "outaddress", name: "OutAddress", proxsmtpd: true},
+	{key: "skip", name: "Skip", proxsmtpd: true},
+	{key: "tempdirectory", name: "TempDirectory", proxsmtpd: true, def: "/tmp"},
+	{key: "timeout", name: "TimeOut", proxsmtpd: true, kind: kindInt, def: "180"},
+	{key: "transparentproxy", name: "TransparentProxy", proxsmtpd: true, def: "off"},
+	{key: "user", name: "User", proxsmtpd: true},
+	{key: "xclient", name: "XClient", proxsmtpd: true, kind: kindBool, def: "off"},
+	{key: "pidfile", name: "PidFile", proxsmtpd: true},
+
+	// sluice's own settings.
+	{key: "hostname", help: "name in the greeting and EHLO reply (default: the system's host name)"},
+	{key: "data_dir", help: "directory for local state (default: /var/lib/sluice, else $XDG_STATE_HOME/sluice or ~/.local/state/sluice)"},
+	{key: "max_message_size", kind: kindSize, def: "64MiB", help: "largest accepted message, bytes or with K/M/G suffix; 0 = unlimited"},
+	{key: "bare_line_endings", def: "normalise", help: "bare CR or LF inside DATA: normalise or reject"},
+	{key: "retention", kind: kindDuration, def: "168h", help: "how long stored messages are kept; 0 = delete after the transaction"},
+	{key: "drain_timeout", kind: kindDuration, def: "10s", help: "on SIGTERM, time open sessions get before a 421"},
+	{key: "job_timeout", kind: kindDuration, help: "how long the edge waits for a verdict (default: FilterTimeout + nats.ack_wait + 30s, at most 9m)"},
+	{key: "log_format", def: "text", help: "text or json"},
+	{key: "http_listen", help: "host:port for health, readiness and metrics; empty = off"},
+	{key: "nats.url", kind: kindList, help: "NATS server URLs, comma-separated; empty = embedded server"},
+	{key: "nats.listen", help: "host:port where the embedded server accepts clients; empty = in-process only"},
+	{key: "nats.stream", def: "SLUICE_JOBS", help: "JetStream stream holding filter jobs"},
+	{key: "nats.subject", def: "sluice.jobs", help: "subject filter jobs are published on"},
+	{key: "nats.consumer", def: "sluice-workers", help: "durable consumer shared by all workers"},
+	{key: "nats.verdict_prefix", def: "sluice.verdicts", help: "subject prefix for verdict replies"},
+	{key: "nats.replicas", kind: kindInt, def: "1", help: "stream replicas, 1..5"},
+	{key: "nats.max_age", kind: kindDuration, def: "1h", help: "oldest job kept in the stream"},
+	{key: "nats.ack_wait", kind: kindDuration, help: "redelivery delay of an unacknowledged job (default: FilterTimeout + 30s)"},
+	{key: "nats.max_deliver", kind: kindInt, def: "5", help: "deliveries of one job before it is given up"},
+	{key: "nats.user", help: "NATS user name"},
+	{key: "nats.password", help: "NATS password"},
+	{key: "nats.token", help: "NATS token"},
+	{key: "nats.nkey_file", help: "NATS NKey seed file"},
+	{key: "nats.creds_file", help: "NATS credentials (JWT) file"},
+	{key: "nats.tls_ca", help: "CA certificate file for NATS TLS"},
+	{key: "nats.tls_cert", help: "client certificate file for NATS TLS"},
+	{key: "nats.tls_key", help: "client key file for NATS TLS"},
+	{key: "store.type", help: "fs or s3 (default: s3 when store.s3.endpoint is set, else fs)"},
+	{key: "store.dir", help: "directory of the fs store (default: <data_dir>/messages)"},
+	{key: "store.s3.endpoint", help: "S3 endpoint, host or host:port"},
+	{key: "store.s3.bucket", def: "sluice", help: "S3 bucket"},
+	{key: "store.s3.region", help: "S3 region (default: $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)"},
+	{key: "store.s3.access_key", help: "S3 access key (default: $AWS_ACCESS_KEY_ID)"},
+	{key: "store.s3.secret_key", help: "S3 secret key (default: $AWS_SECRET_ACCESS_KEY)"},
+	{key: "store.s3.session_token", help: "S3 session token (default: $AWS_SESSION_TOKEN)"},
+	{key: "store.s3.tls", kind: kindBool, def: "true", help: "use HTTPS to the S3 endpoint"},
+	{key: "store.s3.path_style", kind: kindBool, def: "true", help: "path-style bucket URLs"},
+	{key: "store.s3.create_bucket", kind: kindBool, def: "false", help: "create the bucket at start-up if missing"},
+	{key: "store.s3.part_size", kind: kindSize, def: "16MiB", help: "multipart upload part size, at least 5MiB"},
+	{key: "worker.slots", kind: kindInt, help: "concurrent filter runs in this process (default: see docs/configuration.md)"},
+}
+
+// groups are the nested maps of the YAML form; "nats:" with every entry
+// commented out is null, not an unknown setting.
+var groups = map[string]bool{"nats": true, "store": true, "store.s3": true, "worker": true}
+
+// lookup returns the setting for a lower-case key.
+func lookup(key string) (setting, bool) {
+	for _, s := range settings {
+		if s.key == key {
+			return s, true
+		}
+	}
+	return setting{}, false
+}
+
+// EnvName is the environment variable for a key: "nats.url" -> "SLUICE_NATS_URL".
+func EnvName(key string) string {
+	return "SLUICE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// FlagName is the long flag for a sluice key: "store.s3.access_key" ->
+// "store-s3-access-key". proxsmtpd options have no long flags.
+func FlagName(key string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
+}
+
+// Keys lists every key of the key space, in a stable order (for docs and tests).
+func Keys() []string {
+	out := make([]string, len(settings))
+	for i, s := range settings {
+		out[i] = s.key
+	}
+	return out
+}
+
+func (s setting) display() string {
+	if s.name != "" {
+		return s.name
+	}
+	return s.key
+}

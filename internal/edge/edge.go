@@ -1,0 +1,401 @@
+// Package edge puts the edge together: the blob store, the job queue (an
+// embedded NATS server unless one is configured), in-process workers when
+// asked for, the listener with its connection limit, and one session per
+// client. cmd/edge and the end-to-end tests start it the same way.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/xid"
+
+	"github.com/sluice-mail/sluice/internal/blob"
+	"github.com/sluice-mail/sluice/internal/config"
+	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/header"
+	"github.com/sluice-mail/sluice/internal/queue"
+	"github.com/sluice-mail/sluice/internal/session"
+	"github.com/sluice-mail/sluice/internal/upstream"
+	"github.com/sluice-mail/sluice/internal/worker"
+)
+
+// Edge is a running edge.
+type Edge struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	scfg  session.Config
+	pipe  *pipeline
+	ln    net.Listener
+	store blob.Store
+	q     *queue.Queue
+	sub   *queue.Submitter
+
+	workersStop context.CancelFunc
+	workersDone chan struct{}
+	bgStop      context.CancelFunc
+	bg          sync.WaitGroup
+
+	mu       sync.Mutex
+	sessions map[*session.Session]struct{}
+	active   sync.WaitGroup
+	slots    chan struct{}
+	connID   atomic.Uint32
+	closing  atomic.Bool
+	acceptWG sync.WaitGroup
+}
+
+// Start brings every part up and listens once the edge can filter: NATS,
+// the store and (in the single-process default) the workers are ready.
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, error) {
+	e := &Edge{cfg: cfg, log: log, sessions: map[*session.Session]struct{}{}}
+	ok := false
+	defer func() {
+		if !ok {
+			e.closeBackends()
+		}
+	}()
+
+	hdr, warnings := header.Parse(cfg.Header)
+	for _, w := range warnings {
+		log.Warn(w, "setting", "Header")
+	}
+	e.scfg = session.Config{
+		Hostname:          cfg.Hostname,
+		TimeOut:           cfg.TimeOut,
+		KeepAlives:        cfg.KeepAlives,
+		RejectAll:         cfg.FilterType == "reject",
+		FilterReject:      rejectReply(cfg.FilterReject),
+		SkipAuthenticated: cfg.SkipAuthenticated,
+		XClient:           cfg.XClient,
+		MaxMessageSize:    cfg.MaxMessageSize,
+		RejectBare:        cfg.BareLineEndings == "reject",
+		Header:            hdr,
+	}
+
+	var err error
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	if e.store, err = OpenStore(ctx, cfg, log); err != nil {
+		return nil, err
+	}
+	qo := QueueOptions(cfg, log)
+	qo.Name = "sluice-edge"
+	if len(cfg.NATS.URLs) == 0 {
+		qo.StoreDir = filepath.Join(cfg.DataDir, "nats", instanceName(cfg.Listen.String()))
+		qo.Listen = cfg.NATS.Listen
+	}
+	if e.q, err = queue.Open(ctx, qo); err != nil {
+		return nil, fmt.Errorf("job queue: %w", err)
+	}
+	edgeID := xid.New().String()
+	if e.sub, err = e.q.NewSubmitter(ctx, edgeID); err != nil {
+		return nil, fmt.Errorf("job queue: %w", err)
+	}
+	e.pipe = &pipeline{store: e.store, sub: e.sub, edgeID: edgeID, jobTimeout: cfg.JobTimeout, retention: cfg.Retention, log: log}
+
+	if cfg.Worker.Slots > 0 {
+		if err := e.startWorkers(ctx, qo); err != nil {
+			return nil, err
+		}
+	}
+
+	if e.ln, err = listen(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("Listen: %w", err)
+	}
+	e.slots = make(chan struct{}, cfg.MaxConnections)
+	bgctx, bgStop := context.WithCancel(context.Background())
+	e.bgStop = bgStop
+	if cfg.Retention > 0 {
+		e.bg.Add(1)
+		go func() { defer e.bg.Done(); e.sweep(bgctx) }()
+	}
+	e.acceptWG.Add(1)
+	go e.accept()
+	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", cfg.OutAddress.String(),
+		"nats", natsDescription(cfg), "store", storeDescription(cfg), "workers", cfg.Worker.Slots)
+	ok = true
+	return e, nil
+}
+
+// rejectReply formats FilterReject like a filter's message (B44): a text
+// without a code gets proxsmtpd's prefix.
+func rejectReply(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) >= 3 && (s[0] == '4' || s[0] == '5') && isDigit(s[1]) && isDigit(s[2]) && (len(s) == 3 || s[3] == ' ') {
+		return s
+	}
+	return "550 Content Rejected; " + s
+}
+
+func isDigit(b byte) bool { return b >= '0' && b <= '9' }
+
+// instanceName makes a directory name of the listen address, so that
+// several edges on one host keep separate embedded JetStream stores.
+func instanceName(listen string) string {
+	r := strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "")
+	return "edge-" + r.Replace(listen)
+}
+
+func natsDescription(cfg *config.Config) string {
+	if len(cfg.NATS.URLs) == 0 {
+		if cfg.NATS.Listen != "" {
+			return "embedded, listening on " + cfg.NATS.Listen
+		}
+		return "embedded"
+	}
+	return strings.Join(cfg.NATS.URLs, ",")
+}
+
+func storeDescription(cfg *config.Config) string {
+	if cfg.Store.Type == "s3" {
+		return "s3://" + cfg.Store.S3.Endpoint + "/" + cfg.Store.S3.Bucket
+	}
+	return cfg.Store.Dir
+}
+
+// OpenStore opens the configured blob store.
+func OpenStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (blob.Store, error) {
+	if cfg.Store.Type == "s3" {
+		s3 := cfg.Store.S3
+		st, err := blob.NewS3(ctx, blob.S3Options{
+			Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region,
+			AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, SessionToken: s3.SessionToken,
+			TLS: s3.TLS, PathStyle: s3.PathStyle, CreateBucket: s3.CreateBucket,
+			PartSize: uint64(s3.PartSize), Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return st, nil
+	}
+	st, err := blob.NewFS(cfg.Store.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("store.dir: %w", err)
+	}
+	return st, nil
+}
+
+// QueueOptions maps the configuration onto the queue's options.
+func QueueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
+	n := cfg.NATS
+	return queue.Options{
+		URLs: n.URLs, Stream: n.Stream, Subject: n.Subject, Consumer: n.Consumer,
+		VerdictPrefix: n.VerdictPrefix, Replicas: n.Replicas, MaxAge: n.MaxAge,
+		AckWait: n.AckWait, MaxDeliver: n.MaxDeliver,
+		User: n.User, Password: n.Password, Token: n.Token, NKeyFile: n.NKeyFile,
+		CredsFile: n.CredsFile, TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey,
+		Logger: log,
+	}
+}
+
+// FilterSpec is the filter a worker runs for this configuration.
+func FilterSpec(cfg *config.Config) filter.Spec {
+	mode := filter.Pipe
+	if cfg.FilterType == "file" {
+		mode = filter.File
+	}
+	return filter.Spec{Command: cfg.FilterCommand, Mode: mode, Timeout: cfg.FilterTimeout, TempDir: cfg.TempDirectory}
+}
+
+// startWorkers runs the in-process worker pool: the same worker package
+// as cmd/worker, on its own NATS connection, sharing only the queue and
+// the store with the edge.
+func (e *Edge) startWorkers(ctx context.Context, qo queue.Options) error {
+	qo.Name = "sluice-worker"
+	qo.Server = e.q.Server()
+	wq, err := queue.Open(ctx, qo)
+	if err != nil {
+		return fmt.Errorf("worker queue connection: %w", err)
+	}
+	host, _ := os.Hostname()
+	w := &worker.Worker{
+		ID:     host + "-" + strconv.Itoa(os.Getpid()) + "-edge",
+		Store:  e.store,
+		Filter: FilterSpec(e.cfg),
+		Logger: e.log.With("component", "worker"),
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	e.workersStop = stop
+	e.workersDone = make(chan struct{})
+	go func() {
+		defer close(e.workersDone)
+		defer wq.Close()
+		if err := worker.Run(wctx, wq, w, e.cfg.Worker.Slots); err != nil {
+			e.log.Error("in-process workers stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func listen(a config.Address) (net.Listener, error) {
+	if a.Network == "unix" {
+		_ = os.Remove(a.Path)
+		return net.Listen("unix", a.Path)
+	}
+	return net.Listen("tcp", net.JoinHostPort(a.Host, strconv.Itoa(a.Port)))
+}
+
+// Addr is the address the edge listens on.
+func (e *Edge) Addr() net.Addr { return e.ln.Addr() }
+
+func (e *Edge) accept() {
+	defer e.acceptWG.Done()
+	var delay time.Duration
+	for {
+		c, err := e.ln.Accept()
+		if err != nil {
+			if e.closing.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				e.log.Warn("accept failed", "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			e.log.Error("accept failed", "err", err)
+			return
+		}
+		delay = 0
+		select {
+		case e.slots <- struct{}{}:
+		default:
+			// B6: over MaxConnections; the upstream is never contacted.
+			e.log.Warn("too many connections open, sent busy response", "max", e.cfg.MaxConnections, "client", c.RemoteAddr().String())
+			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			_, _ = c.Write([]byte("421 Server busy, too many connections\r\n"))
+			_ = c.Close()
+			continue
+		}
+		e.active.Add(1)
+		go e.serve(c)
+	}
+}
+
+func (e *Edge) serve(c net.Conn) {
+	defer e.active.Done()
+	defer func() { <-e.slots }()
+	id := strings.ToUpper(strconv.FormatUint(uint64(0x100000+e.connID.Add(1)-1), 16))
+	log := e.log.With("conn", id)
+	log.Info("accepted connection", "client", c.RemoteAddr().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// B1: the upstream first; the client is greeted only once it greeted.
+	up, err := e.dialUpstream(ctx, c)
+	if err != nil {
+		log.Warn("couldn't connect to upstream", "out", e.cfg.OutAddress.String(), "err", err)
+	}
+	s := session.New(&e.scfg, e.pipe, e.log, id, c, up)
+	e.mu.Lock()
+	if e.closing.Load() {
+		s.Stop()
+	}
+	e.sessions[s] = struct{}{}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.sessions, s)
+		e.mu.Unlock()
+	}()
+	stop := context.AfterFunc(ctx, s.Stop)
+	defer stop()
+	s.Serve(ctx)
+	log.Debug("connection closed")
+}
+
+// dialUpstream connects to OutAddress; a port alone means the client's own
+// address (the loopback feature, B52).
+func (e *Edge) dialUpstream(ctx context.Context, c net.Conn) (*upstream.Conn, error) {
+	a := e.cfg.OutAddress
+	network, addr := "tcp", ""
+	switch {
+	case a.Network == "unix":
+		network, addr = "unix", a.Path
+	case a.PortOnly():
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		addr = net.JoinHostPort(host, strconv.Itoa(a.Port))
+	default:
+		addr = net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
+	}
+	return upstream.Dial(ctx, network, addr, e.cfg.TimeOut)
+}
+
+// sweep deletes stored messages older than the retention period, hourly.
+func (e *Edge) sweep(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := blob.Sweep(ctx, e.store, time.Now().Add(-e.cfg.Retention), e.log)
+		if err != nil && ctx.Err() == nil {
+			e.log.Warn("retention sweep failed", "err", err)
+		} else if n > 0 {
+			e.log.Info("retention sweep", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Shutdown stops accepting, lets open sessions finish their transactions
+// for up to the drain period, then ends the rest with 421, and stops the
+// workers and the queue.
+func (e *Edge) Shutdown(ctx context.Context) {
+	e.closing.Store(true)
+	if e.ln != nil {
+		e.ln.Close()
+	}
+	e.acceptWG.Wait()
+	e.mu.Lock()
+	for s := range e.sessions {
+		s.Drain()
+	}
+	e.mu.Unlock()
+	done := make(chan struct{})
+	go func() { e.active.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		e.mu.Lock()
+		for s := range e.sessions {
+			s.Stop()
+		}
+		e.mu.Unlock()
+		<-done
+	}
+	e.closeBackends()
+}
+
+func (e *Edge) closeBackends() {
+	if e.bgStop != nil {
+		e.bgStop()
+		e.bg.Wait()
+	}
+	if e.workersStop != nil {
+		e.workersStop()
+		<-e.workersDone
+	}
+	if e.sub != nil {
+		e.sub.Close()
+	}
+	if e.q != nil {
+		e.q.Close()
+	}
+}

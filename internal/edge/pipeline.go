@@ -1,0 +1,92 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/rs/xid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluice-mail/sluice/internal/blob"
+	"github.com/sluice-mail/sluice/internal/queue"
+	"github.com/sluice-mail/sluice/internal/session"
+	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
+)
+
+// pipeline is the edge's side of the message path: the body into the blob
+// store, a job onto the queue, the verdict back.
+type pipeline struct {
+	store      blob.Store
+	sub        *queue.Submitter
+	edgeID     string
+	jobTimeout time.Duration
+	retention  time.Duration
+	log        *slog.Logger
+}
+
+func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Reader) (*session.Message, error) {
+	m := &session.Message{ID: xid.New().String(), Received: time.Now()}
+	key := func(name string) string { return blob.Key(m.ID, m.Received, name) }
+	n, err := p.store.Put(ctx, key(blob.MessageName), body, -1)
+	m.Size = n
+	if err != nil {
+		return m, fmt.Errorf("storing message: %w", err)
+	}
+	// The sender waits about 10 minutes after its final dot (RFC 5321
+	// 4.5.3.2.6): the deadline counts from now, not from DATA.
+	deadline := time.Now().Add(p.jobTimeout)
+	job := &sluicev1.FilterJob{
+		MessageId:   m.ID,
+		EdgeId:      p.edgeID,
+		MessageKey:  key(blob.MessageName),
+		FilteredKey: key(blob.FilteredName),
+		RecordKey:   key(blob.RecordName),
+		MessageSize: n,
+		Received:    timestamppb.New(m.Received),
+		Deadline:    timestamppb.New(deadline),
+		Sender:      e.Sender,
+		Recipients:  e.Recipients,
+		ClientAddr:  e.ClientAddr,
+		ServerAddr:  e.ServerAddr,
+		RemoteAddr:  e.RemoteAddr,
+		RemoteHelo:  e.RemoteHelo,
+		ClientHelo:  e.ClientHelo,
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	v, err := p.sub.Submit(ctx, job)
+	if err != nil {
+		return m, fmt.Errorf("filter job: %w", err)
+	}
+	if v.GetMessageId() != m.ID {
+		return m, fmt.Errorf("filter job: verdict for %q, expected %q", v.GetMessageId(), m.ID)
+	}
+	m.Verdict = v
+	return m, nil
+}
+
+func (p *pipeline) Open(ctx context.Context, m *session.Message) (io.ReadCloser, error) {
+	key := m.Verdict.GetDeliverKey()
+	if key == "" {
+		key = blob.Key(m.ID, m.Received, blob.MessageName)
+	}
+	return p.store.Get(ctx, key)
+}
+
+// Finish removes the stored copies at once when retention is zero; the
+// sweeper removes them later otherwise.
+func (p *pipeline) Finish(m *session.Message) {
+	if p.retention > 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, name := range []string{blob.MessageName, blob.FilteredName, blob.RecordName} {
+		if err := p.store.Delete(ctx, blob.Key(m.ID, m.Received, name)); err != nil {
+			p.log.Warn("removing stored message", "id", m.ID, "err", err)
+		}
+	}
+}

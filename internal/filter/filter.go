@@ -1,0 +1,213 @@
+// Package filter runs a proxsmtpd FilterCommand over one message and turns
+// its exit status and stderr into a verdict, exactly as proxsmtpd does,
+// except where sluice deliberately does better (see docs/filters.md).
+package filter
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Mode is proxsmtpd's FilterType for the modes a worker runs.
+type Mode int
+
+const (
+	// Pipe feeds the message on stdin and delivers stdout.
+	Pipe Mode = iota
+	// File spools the message to a 0600 file named by $EMAIL, which the
+	// filter may edit in place.
+	File
+)
+
+// Spec is how to run the filter: one worker's configuration.
+type Spec struct {
+	Command   string        // FilterCommand, run as /bin/sh -c Command; "" passes mail through
+	Mode      Mode          // FilterType
+	Timeout   time.Duration // FilterTimeout: a total deadline for the filter's run
+	TempDir   string        // TempDirectory: $TMPDIR, and where File mode spools
+	KillGrace time.Duration // between SIGTERM and SIGKILL to the process group; 0 = 2s
+}
+
+// Env is the message's part of the filter environment. A nil pointer or
+// an empty list means the variable is absent.
+type Env struct {
+	Sender     *string  // SENDER ("<>" for the null sender)
+	Recipients []string // RECIPIENTS, joined with "\n"
+	Client     string   // CLIENT
+	Server     string   // SERVER
+	Remote     *string  // REMOTE (XFORWARD ADDR)
+	RemoteHelo *string  // REMOTE_HELO (XFORWARD HELO)
+}
+
+// Action is what the filter asked for.
+type Action int
+
+const (
+	Accept   Action = iota + 1 // deliver the output
+	Reject                     // refuse with Result.Reply (4xx or 5xx)
+	Drop                       // answer Result.Reply (2xx), deliver nothing
+	TempFail                   // the filter gave no usable answer: Result.Reply is a 4xx
+)
+
+// Result is the outcome of one run.
+type Result struct {
+	Action     Action
+	Reply      string // SMTP reply line without CRLF, for Reject, Drop and TempFail
+	Status     string // for the per-message log line: FILTERED, FILTER-ERROR, or the filter's message
+	Detail     string // for operators: "exit status 1", "killed by signal 9", "timed out after 30s"
+	ExitCode   int    // the shell's exit status, -1 when it did not exit normally
+	OutputSize int64  // bytes written to out; what to deliver only when Action is Accept
+	Duration   time.Duration
+}
+
+// Run runs spec over the message read from in and writes the message to
+// deliver to out. The returned error is only for failures of in or out
+// (the store); everything the filter itself does is in Result.
+//
+// In pipe mode out receives the filter's stdout as it is written, so when
+// the Result is not Accept (or an error is returned) the caller must
+// discard whatever reached out.
+func Run(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Writer) (Result, error) {
+	start := time.Now()
+	var (
+		res Result
+		err error
+	)
+	switch {
+	case spec.Command == "":
+		res, err = passThrough(in, out)
+	case ctx.Err() != nil:
+		res = tempFail("filter canceled", "canceled before start: "+context.Cause(ctx).Error())
+	case spec.Mode == Pipe:
+		res, err = runPipe(ctx, spec, env, in, out)
+	case spec.Mode == File:
+		res, err = runFile(ctx, spec, env, in, out)
+	default:
+		res = tempFail("filter misconfigured", fmt.Sprintf("unknown filter mode %d", spec.Mode))
+	}
+	res.Duration = time.Since(start)
+	return res, err
+}
+
+// passThrough is proxsmtpd without a FilterCommand: the message goes
+// through unchanged and the log line has no status (B45).
+func passThrough(in io.Reader, out io.Writer) (Result, error) {
+	src := &errReader{r: in}
+	cw := &countWriter{w: out}
+	_, err := io.Copy(cw, src)
+	res := Result{Action: Accept, Detail: "no filter command", OutputSize: cw.n}
+	if err != nil {
+		return ioFailure(res, src.err, err)
+	}
+	return res, nil
+}
+
+// runPipe streams in through the filter's stdin and its stdout to out.
+func runPipe(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Writer) (Result, error) {
+	o := execute(ctx, spec, environ(os.Environ(), env, spec.TempDir, ""), in, out)
+	res := o.result(ctx, spec)
+	res.OutputSize = o.written
+	switch {
+	case o.inErr != nil:
+		return res, fmt.Errorf("filter: reading message: %w", o.inErr)
+	case o.outErr != nil:
+		return res, fmt.Errorf("filter: writing output: %w", o.outErr)
+	}
+	return res, nil
+}
+
+// runFile spools in to a private file in TempDir, runs the filter with
+// $EMAIL naming it, and delivers what the file holds once the filter is done.
+func runFile(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Writer) (Result, error) {
+	// CreateTemp makes the file 0600: the message is private (B30).
+	f, err := os.CreateTemp(spec.TempDir, "sluice.*")
+	if err != nil {
+		return tempFail("cannot spool message", "creating spool file: "+err.Error()), nil
+	}
+	path := f.Name()
+	defer os.Remove(path)
+
+	src := &errReader{r: in}
+	_, err = io.Copy(f, src)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		if src.err != nil {
+			return tempFail("cannot spool message", "reading message: "+src.err.Error()),
+				fmt.Errorf("filter: reading message: %w", src.err)
+		}
+		return tempFail("cannot spool message", "writing spool file: "+err.Error()), nil
+	}
+
+	o := execute(ctx, spec, environ(os.Environ(), env, spec.TempDir, path), nil, nil)
+	res := o.result(ctx, spec)
+	if res.Action != Accept {
+		return res, nil
+	}
+
+	// The filter may have rewritten the file, even replaced it: deliver
+	// what the path holds now.
+	g, err := os.Open(path)
+	if err != nil {
+		r := tempFail("filter output unreadable", "opening spool file: "+err.Error())
+		r.ExitCode = res.ExitCode
+		return r, nil
+	}
+	defer g.Close()
+	cw := &countWriter{w: out}
+	_, err = io.Copy(cw, g)
+	res.OutputSize = cw.n
+	if err != nil {
+		if cw.err != nil {
+			return ioFailure(res, nil, err)
+		}
+		r := tempFail("filter output unreadable", "reading spool file: "+err.Error())
+		r.ExitCode, r.OutputSize = res.ExitCode, cw.n
+		return r, nil
+	}
+	return res, nil
+}
+
+// ioFailure is the answer when the store failed under a copy: a TempFail
+// for the record, and the error the caller turns into a 4xx.
+func ioFailure(res Result, inErr, err error) (Result, error) {
+	r := tempFail("message store failed", err.Error())
+	r.OutputSize = res.OutputSize
+	if inErr != nil {
+		return r, fmt.Errorf("filter: reading message: %w", inErr)
+	}
+	return r, fmt.Errorf("filter: writing output: %w", err)
+}
+
+// result turns an outcome into a Result: sluice's own reasons for stopping
+// the filter first, then the filter's exit status and stderr.
+func (o outcome) result(ctx context.Context, spec Spec) Result {
+	var res Result
+	switch {
+	case o.startErr != nil:
+		return tempFail("filter could not start", "starting /bin/sh: "+o.startErr.Error())
+	case o.inErr != nil:
+		res = tempFail("message store failed", "reading message: "+o.inErr.Error())
+	case o.outErr != nil:
+		res = tempFail("message store failed", "writing output: "+o.outErr.Error())
+	case o.stop == stopTimeout:
+		res = tempFail("filter timed out", fmt.Sprintf("timed out after %s", spec.Timeout))
+	case o.stop == stopCanceled:
+		res = tempFail("filter canceled", "canceled: "+context.Cause(ctx).Error())
+	case o.stop == stopStuck:
+		res = tempFail("filter did not finish",
+			"the shell exited but a process it started kept stdout or stderr open")
+	case o.state == nil:
+		return tempFail("filter failed", fmt.Sprintf("waiting for the shell: %v", o.waitErr))
+	default:
+		return judge(o.state, o.stderr)
+	}
+	if o.state != nil {
+		res.ExitCode = o.state.ExitCode()
+	}
+	return res
+}

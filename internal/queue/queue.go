@@ -1,0 +1,429 @@
+// Package queue carries filter jobs from edges to workers over NATS
+// JetStream and their verdicts back: one work-queue stream, one durable
+// pull consumer shared by every worker, and a core NATS subject per edge
+// for the verdicts. With no server URL it runs an embedded nats-server.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults for Options; also the documented names.
+const (
+	DefaultStream        = "SLUICE_JOBS"
+	DefaultSubject       = "sluice.jobs"
+	DefaultConsumer      = "sluice-workers"
+	DefaultVerdictPrefix = "sluice.verdicts"
+	DefaultMaxAge        = time.Hour
+	DefaultAckWait       = 60 * time.Second
+	DefaultMaxDeliver    = 5
+)
+
+const (
+	// requestTimeout bounds each JetStream API call: during a leader
+	// election requests go unanswered, and a short call retried within the
+	// caller's deadline gets through sooner than one long call.
+	requestTimeout = 2 * time.Second
+	// duplicateWindow is how long a Nats-Msg-Id is remembered.
+	duplicateWindow = 2 * time.Minute
+	// maxAckPending bounds jobs handed out and not yet acked, across all
+	// workers; the workers' slots are the real limit.
+	maxAckPending = 10000
+)
+
+// Options configure Open. Zero values take the defaults above.
+type Options struct {
+	URLs     []string       // servers to connect to; empty: start an embedded nats-server (unless Server is set)
+	Server   *server.Server // connect in-process to this already running embedded server
+	StoreDir string         // embedded: JetStream file storage directory
+	Listen   string         // embedded: "host:port" client listener; "" = no TCP port (in-process connections only)
+	Name     string         // connection name
+
+	Stream        string // default DefaultStream
+	Subject       string // jobs are published on Subject; the stream binds Subject and Subject+".>"
+	Consumer      string // the durable pull consumer every worker shares
+	VerdictPrefix string // an edge listens on VerdictPrefix+"."+edgeID
+	Replicas      int
+	MaxAge        time.Duration // jobs older than this leave the stream even if never run
+	AckWait       time.Duration
+	MaxDeliver    int
+
+	// Credentials. For an embedded server, User/Password or Token also
+	// become the server's own authorization, so that workers joining
+	// through Listen must present them.
+	User, Password, Token string
+	NKeyFile, CredsFile   string
+	TLSCA, TLSCert        string
+	TLSKey                string
+
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.Stream == "" {
+		o.Stream = DefaultStream
+	}
+	if o.Subject == "" {
+		o.Subject = DefaultSubject
+	}
+	if o.Consumer == "" {
+		o.Consumer = DefaultConsumer
+	}
+	if o.VerdictPrefix == "" {
+		o.VerdictPrefix = DefaultVerdictPrefix
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = DefaultMaxAge
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = DefaultAckWait
+	}
+	if o.MaxDeliver <= 0 {
+		o.MaxDeliver = DefaultMaxDeliver
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (o *Options) validate() error {
+	for _, s := range []struct{ name, v string }{
+		{"subject", o.Subject}, {"verdict prefix", o.VerdictPrefix},
+	} {
+		if !validSubject(s.v) {
+			return fmt.Errorf("queue: bad %s %q", s.name, s.v)
+		}
+	}
+	for _, s := range []struct{ name, v string }{
+		{"stream", o.Stream}, {"consumer", o.Consumer},
+	} {
+		if !validToken(s.v) {
+			return fmt.Errorf("queue: bad %s name %q", s.name, s.v)
+		}
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return errors.New("queue: a TLS certificate needs its key, and a key its certificate")
+	}
+	return nil
+}
+
+// validToken reports whether s can be one element of a subject (and so a
+// stream, consumer or edge name).
+func validToken(s string) bool {
+	return s != "" && !strings.ContainsAny(s, ". \t\r\n*>")
+}
+
+// validSubject reports whether s is a literal subject (no wildcards).
+func validSubject(s string) bool {
+	for _, t := range strings.Split(s, ".") {
+		if !validToken(t) {
+			return false
+		}
+	}
+	return true
+}
+
+// Queue is one connection to NATS with the stream and the consumer set up.
+type Queue struct {
+	opts   Options
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	ns     *server.Server // the embedded server, if any
+	ownNS  bool           // we started ns and shut it down on Close
+	closed chan struct{}  // closed when nc is closed
+
+	pullWait time.Duration // see defaultPullWait; tests shorten it
+
+	mu   sync.Mutex
+	cons jetstream.Consumer
+}
+
+// Open connects to NATS, starting an embedded server first when neither
+// URLs nor Server is set, and creates or updates the stream and the
+// consumer. It retries the set-up until ctx is done: a cluster may still be
+// electing its leaders.
+func Open(ctx context.Context, o Options) (*Queue, error) {
+	o.setDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	q := &Queue{opts: o, log: o.Logger, ns: o.Server, closed: make(chan struct{}), pullWait: defaultPullWait}
+	if len(o.URLs) == 0 && o.Server == nil {
+		ns, err := StartServer(o)
+		if err != nil {
+			return nil, err
+		}
+		q.ns, q.ownNS = ns, true
+	}
+	if err := q.connect(); err != nil {
+		q.shutdownServer()
+		return nil, err
+	}
+	if err := q.setup(ctx); err != nil {
+		q.Close()
+		return nil, err
+	}
+	return q, nil
+}
+
+// StartServer starts an embedded nats-server with JetStream storing under
+// o.StoreDir, listening on o.Listen ("" = in-process connections only), and
+// waits until it accepts connections.
+func StartServer(o Options) (*server.Server, error) {
+	o.setDefaults()
+	if o.StoreDir == "" {
+		return nil, errors.New("queue: the embedded NATS server needs a store directory")
+	}
+	so := &server.Options{
+		ServerName: "sluice-embedded",
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		NoSigs:     true,
+		Username:   o.User,
+		Password:   o.Password,
+	}
+	if o.Token != "" {
+		so.Authorization = o.Token
+	}
+	if o.Listen == "" {
+		so.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("queue: embedded NATS listen address %q: %w", o.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 0 || p > 65535 {
+			return nil, fmt.Errorf("queue: embedded NATS listen address %q: bad port", o.Listen)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT // for nats-server, 0 means its default 4222
+		}
+		so.Host, so.Port = host, p
+	}
+	ns, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("queue: embedded NATS server: %w", err)
+	}
+	ns.SetLoggerV2(serverLogger{o.Logger.With("component", "nats-server")}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("queue: embedded NATS server did not start (listen %q, store %s)", o.Listen, o.StoreDir)
+	}
+	return ns, nil
+}
+
+func (q *Queue) connect() error {
+	o := q.opts
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.CustomReconnectDelay(reconnectDelay),
+		nats.PingInterval(10 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			q.log.Info("nats connected", "url", q.connectedURL(nc))
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err == nil && nc.IsClosed() {
+				q.log.Debug("nats connection closed")
+				return
+			}
+			q.log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			q.log.Info("nats reconnected", "url", q.connectedURL(nc))
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(q.closed) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			q.log.Warn("nats error", "subject", subj, "err", err)
+		}),
+	}
+	if o.User != "" {
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	if o.Token != "" {
+		opts = append(opts, nats.Token(o.Token))
+	}
+	if o.NKeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+		if err != nil {
+			return fmt.Errorf("queue: nkey file: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if o.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(o.CredsFile))
+	}
+	if o.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.TLSCA))
+	}
+	if o.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
+	}
+	url := strings.Join(o.URLs, ",")
+	if q.ns != nil {
+		opts = append(opts, nats.InProcessServer(q.ns))
+		url = ""
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("queue: connect to NATS: %w", err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(requestTimeout))
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("queue: %w", err)
+	}
+	q.nc, q.js = nc, js
+	return nil
+}
+
+// connectedURL is for logs; nats.go reports its default URL for an
+// in-process connection.
+func (q *Queue) connectedURL(nc *nats.Conn) string {
+	if q.ns != nil {
+		return "in-process"
+	}
+	return nc.ConnectedUrlRedacted()
+}
+
+// reconnectDelay backs off from 100ms to 2s, with jitter so that a pool of
+// workers does not reconnect in lock-step.
+func reconnectDelay(attempts int) time.Duration {
+	d := 100 * time.Millisecond << min(attempts, 5)
+	d = min(d, 2*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+// setup creates or updates the stream and the consumer until it works or
+// ctx is done.
+func (q *Queue) setup(ctx context.Context) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := q.ensure(ctx)
+		if err == nil {
+			return nil
+		}
+		q.log.Warn("nats: stream set-up failed, retrying", "stream", q.opts.Stream, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("queue: set up stream %s: %w (%w)", q.opts.Stream, err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func (q *Queue) ensure(ctx context.Context) error {
+	o := q.opts
+	ctx, cancel := context.WithTimeout(ctx, 2*requestTimeout)
+	defer cancel()
+	_, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        o.Stream,
+		Description: "sluice filter jobs",
+		Subjects:    []string{o.Subject, o.Subject + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		MaxAge:      o.MaxAge,
+		Duplicates:  min(duplicateWindow, o.MaxAge), // the server wants it within MaxAge
+	})
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", o.Stream, err)
+	}
+	cons, err := q.js.CreateOrUpdateConsumer(ctx, o.Stream, jetstream.ConsumerConfig{
+		Durable:       o.Consumer,
+		Description:   "sluice workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    o.MaxDeliver,
+		MaxAckPending: maxAckPending,
+	})
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", o.Consumer, err)
+	}
+	q.mu.Lock()
+	q.cons = cons
+	q.mu.Unlock()
+	return nil
+}
+
+func (q *Queue) consumer() jetstream.Consumer {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.cons
+}
+
+// Server is the embedded server this queue runs or was given, or nil.
+func (q *Queue) Server() *server.Server { return q.ns }
+
+// Ready reports whether the connection is up and the stream answers: for
+// readiness endpoints.
+func (q *Queue) Ready(ctx context.Context) error {
+	if st := q.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("queue: nats connection %s", st)
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	if _, err := q.js.Stream(ctx, q.opts.Stream); err != nil {
+		return fmt.Errorf("queue: stream %s: %w", q.opts.Stream, err)
+	}
+	return nil
+}
+
+// Close drains the connection (pending verdicts and acks go out first) and
+// shuts the embedded server down if Open started it.
+func (q *Queue) Close() {
+	if err := q.nc.Drain(); err != nil {
+		q.nc.Close()
+	}
+	select {
+	case <-q.closed:
+	case <-time.After(10 * time.Second):
+		q.nc.Close()
+	}
+	q.shutdownServer()
+}
+
+func (q *Queue) shutdownServer() {
+	if q.ownNS && q.ns != nil {
+		q.ns.Shutdown()
+		q.ns.WaitForShutdown()
+	}
+}
+
+// serverLogger sends the embedded server's log to slog. Its start-up
+// banner is a page of notices, hence notices at debug level.
+type serverLogger struct{ log *slog.Logger }
+
+func (l serverLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Debugf(format string, v ...any)  {}
+func (l serverLogger) Tracef(format string, v ...any)  {}

@@ -1,0 +1,249 @@
+// Package upstream is the edge's SMTP client side: one connection to the
+// upstream server (OutAddress) per client session, over which the session
+// relays commands verbatim and reads complete replies.
+//
+// It is not go-smtp's client on purpose: the edge must send raw command
+// lines (XCLIENT, XFORWARD, whatever the client sent), relay every reply
+// line as received, and interleave keep-alive NOOPs while a message is
+// being filtered.
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/sluice-mail/sluice/internal/wire"
+)
+
+// ErrClosed is returned once the connection failed or was closed; the
+// session must then end.
+var ErrClosed = errors.New("upstream: connection closed")
+
+// Conn is one connection to the upstream server. It is used by one session
+// goroutine at a time; KeepAlive hands it to a helper goroutine until
+// stopped.
+type Conn struct {
+	nc      net.Conn
+	r       *bufio.Reader
+	w       *bufio.Writer
+	timeout time.Duration
+
+	mu       sync.Mutex // held while a command is in flight
+	lastUsed time.Time
+	err      error // first I/O error: the connection is unusable after it
+}
+
+// Dial connects to network/address within timeout.
+func Dial(ctx context.Context, network, address string, timeout time.Duration) (*Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	nc, err := d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	c := &Conn{nc: nc, timeout: timeout, lastUsed: time.Now()}
+	dc := deadlineConn{c}
+	c.r = bufio.NewReaderSize(dc, 4096)
+	c.w = bufio.NewWriterSize(dc, 32*1024)
+	return c, nil
+}
+
+// deadlineConn applies the TimeOut setting to every read and write.
+type deadlineConn struct{ c *Conn }
+
+func (d deadlineConn) Read(p []byte) (int, error) {
+	if d.c.timeout > 0 {
+		_ = d.c.nc.SetReadDeadline(time.Now().Add(d.c.timeout))
+	}
+	return d.c.nc.Read(p)
+}
+
+func (d deadlineConn) Write(p []byte) (int, error) {
+	if d.c.timeout > 0 {
+		_ = d.c.nc.SetWriteDeadline(time.Now().Add(d.c.timeout))
+	}
+	return d.c.nc.Write(p)
+}
+
+// RemoteIP is the upstream's IP address (the filter's SERVER), or "" for
+// a Unix socket.
+func (c *Conn) RemoteIP() string {
+	if a, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
+}
+
+// Err is the error that made the connection unusable, or nil.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *Conn) fail(err error) error {
+	if c.err == nil {
+		c.err = err
+		_ = c.nc.Close()
+	}
+	return err
+}
+
+// ReadReply reads one complete reply (the greeting, or a reply the caller
+// is owed).
+func (c *Conn) ReadReply() (wire.Reply, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readReply()
+}
+
+func (c *Conn) readReply() (wire.Reply, error) {
+	if c.err != nil {
+		return wire.Reply{}, c.err
+	}
+	rep, err := wire.ReadReply(c.r)
+	c.lastUsed = time.Now()
+	if err != nil {
+		return rep, c.fail(fmt.Errorf("upstream: reading reply: %w", err))
+	}
+	return rep, nil
+}
+
+// Command sends one command line (CRLF appended) and reads its reply.
+func (c *Conn) Command(line string) (wire.Reply, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.command(line)
+}
+
+func (c *Conn) command(line string) (wire.Reply, error) {
+	if c.err != nil {
+		return wire.Reply{}, c.err
+	}
+	if _, err := c.w.WriteString(line); err != nil {
+		return wire.Reply{}, c.fail(fmt.Errorf("upstream: sending command: %w", err))
+	}
+	if _, err := c.w.WriteString("\r\n"); err != nil {
+		return wire.Reply{}, c.fail(fmt.Errorf("upstream: sending command: %w", err))
+	}
+	if err := c.w.Flush(); err != nil {
+		return wire.Reply{}, c.fail(fmt.Errorf("upstream: sending command: %w", err))
+	}
+	return c.readReply()
+}
+
+// ErrSource marks a failure to read the message being sent, as opposed to
+// a failure of the upstream connection.
+type ErrSource struct{ Err error }
+
+func (e *ErrSource) Error() string { return "reading message: " + e.Err.Error() }
+func (e *ErrSource) Unwrap() error { return e.Err }
+
+// SendData sends the message from r in SMTP transparency (after the
+// upstream's 354) followed by the end-of-data line, and reads the final
+// reply. A failure of r is returned as *ErrSource; the upstream
+// transaction is then aborted by closing the connection, because an
+// end-of-data line would deliver a truncated message.
+func (c *Conn) SendData(r io.Reader, o wire.DataWriterOptions) (int64, wire.Reply, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, wire.Reply{}, c.err
+	}
+	sr := &sourceReader{r: r}
+	n, err := wire.WriteData(c.w, sr, o)
+	if err != nil {
+		if sr.err != nil {
+			return n, wire.Reply{}, c.fail(&ErrSource{sr.err})
+		}
+		return n, wire.Reply{}, c.fail(fmt.Errorf("upstream: sending message: %w", err))
+	}
+	if err := c.w.Flush(); err != nil {
+		return n, wire.Reply{}, c.fail(fmt.Errorf("upstream: sending message: %w", err))
+	}
+	rep, err := c.readReply()
+	return n, rep, err
+}
+
+// sourceReader remembers the error of the reader it wraps, so that a
+// failing source can be told from a failing destination.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
+// KeepAlive sends NOOP whenever the connection has been idle for every,
+// until the returned stop function is called; stop waits for a NOOP in
+// flight. Replies to the NOOPs are read and dropped. every <= 0 does
+// nothing.
+func (c *Conn) KeepAlive(every time.Duration) (stop func()) {
+	if every <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			c.mu.Lock()
+			if c.err == nil && time.Since(c.lastUsed) >= every {
+				_, _ = c.command("NOOP")
+			}
+			c.mu.Unlock()
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-finished
+		})
+	}
+}
+
+// Close sends nothing: it closes the connection. Use Quit for a polite
+// end.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		c.err = ErrClosed
+	}
+	return c.nc.Close()
+}
+
+// Quit sends QUIT with a short timeout, ignoring the reply, and closes.
+func (c *Conn) Quit() {
+	c.mu.Lock()
+	if c.err == nil {
+		if c.timeout == 0 || c.timeout > 5*time.Second {
+			c.timeout = 5 * time.Second
+		}
+		_, _ = c.command("QUIT")
+	}
+	c.mu.Unlock()
+	_ = c.Close()
+}

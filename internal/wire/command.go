@@ -1,0 +1,198 @@
+package wire
+
+import (
+	"strings"
+)
+
+// Verb splits a command line into its upper-cased first word and the rest
+// after one or more spaces, trailing whitespace trimmed:
+// "MAIL FROM:<a>" gives "MAIL", "FROM:<a>"; "data now" gives "DATA", "now".
+func Verb(line string) (verb, arg string) {
+	line = strings.TrimRight(line, " \t")
+	verb = line
+	if i := strings.IndexByte(line, ' '); i >= 0 {
+		verb, arg = line[:i], strings.TrimLeft(line[i+1:], " ")
+	}
+	return upperASCII(verb), arg
+}
+
+// upperASCII upper-cases ASCII letters only, so that the length and the
+// other bytes of a hostile line never change.
+func upperASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'a' && c <= 'z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c >= 'a' && c <= 'z' {
+					b[j] = c - 'a' + 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// MailPath returns the address of a "MAIL FROM:" line as the filter sees it
+// (SENDER), ok=false if line is not a MAIL FROM line. The verb and "FROM:" are
+// matched case-insensitively, with optional spaces after the colon. The null
+// path gives "<>" (with or without parameters); "<addr> PARAMS" gives addr,
+// the text between the first '<' and the first '>' after it, case preserved;
+// an unbracketed address gives its first whitespace-separated word, so ESMTP
+// parameters are dropped (COMPAT "Do better" 6, B19). Control characters are
+// removed from the result.
+func MailPath(line string) (addr string, ok bool) { return path(line, "MAIL", "FROM:") }
+
+// RcptPath is MailPath for "RCPT TO:" lines.
+func RcptPath(line string) (addr string, ok bool) { return path(line, "RCPT", "TO:") }
+
+func path(line, verb, prefix string) (string, bool) {
+	v, arg := Verb(line)
+	if v != verb || len(arg) < len(prefix) || !strings.EqualFold(arg[:len(prefix)], prefix) {
+		return "", false
+	}
+	rest := strings.TrimLeft(arg[len(prefix):], " \t")
+	var addr string
+	if strings.HasPrefix(rest, "<") {
+		rest = rest[1:]
+		if j := strings.IndexByte(rest, '>'); j >= 0 {
+			addr = rest[:j]
+		} else {
+			addr = firstWord(rest)
+		}
+		if strings.TrimSpace(stripControls(addr)) == "" {
+			return "<>", true
+		}
+	} else {
+		addr = firstWord(rest)
+	}
+	return stripControls(addr), true
+}
+
+func firstWord(s string) string {
+	if i := strings.IndexAny(s, " \t"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func isControl(c byte) bool { return c < 0x20 || c == 0x7f }
+
+// stripControls removes ASCII control characters (C0 and DEL), which must
+// never reach a filter's environment.
+func stripControls(s string) string {
+	for i := 0; i < len(s); i++ {
+		if isControl(s[i]) {
+			b := make([]byte, 0, len(s))
+			for j := 0; j < len(s); j++ {
+				if !isControl(s[j]) {
+					b = append(b, s[j])
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if isControl(s[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// xforwardNames are the XFORWARD attributes Postfix defines.
+var xforwardNames = [...]string{"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"}
+
+// ParseXForward parses the argument of an XFORWARD command into its
+// attributes: whole NAME=value tokens separated by spaces, in any order,
+// names upper-cased; tokens without '=' and unknown names are ignored, and a
+// repeated attribute keeps its last value. Values are xtext-decoded ("+XX"),
+// lose enclosing [brackets] and, for ADDR, a leading "IPV6:"; the values
+// [UNAVAILABLE] and [TEMPUNAVAIL] (bracketed or not), empty values and values
+// holding a control character are left out (COMPAT "Do better" 6, B47).
+func ParseXForward(arg string) map[string]string {
+	attrs := make(map[string]string)
+	for _, tok := range strings.FieldsFunc(arg, func(r rune) bool {
+		return r == ' ' || r == '\t' || r == '\r' || r == '\n'
+	}) {
+		eq := strings.IndexByte(tok, '=')
+		if eq <= 0 {
+			continue
+		}
+		name := upperASCII(tok[:eq])
+		if !knownXForward(name) {
+			continue
+		}
+		val, ok := xforwardValue(name, tok[eq+1:])
+		if !ok {
+			delete(attrs, name)
+			continue
+		}
+		attrs[name] = val
+	}
+	return attrs
+}
+
+func knownXForward(name string) bool {
+	for _, n := range xforwardNames {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+func xforwardValue(name, raw string) (string, bool) {
+	v := xtextDecode(raw)
+	if len(v) >= 2 && v[0] == '[' && v[len(v)-1] == ']' {
+		v = v[1 : len(v)-1]
+	}
+	if strings.EqualFold(v, "UNAVAILABLE") || strings.EqualFold(v, "TEMPUNAVAIL") {
+		return "", false
+	}
+	if name == "ADDR" && len(v) >= 5 && strings.EqualFold(v[:5], "IPV6:") {
+		v = v[5:]
+	}
+	if v == "" || hasControl(v) {
+		return "", false
+	}
+	return v, true
+}
+
+// xtextDecode decodes RFC 3461 xtext "+XX" hex escapes; a '+' not followed
+// by two hex digits is kept as it is.
+func xtextDecode(s string) string {
+	if strings.IndexByte(s, '+') < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '+' && i+2 < len(s) {
+			hi, ok1 := unhex(s[i+1])
+			lo, ok2 := unhex(s[i+2])
+			if ok1 && ok2 {
+				b = append(b, hi<<4|lo)
+				i += 2
+				continue
+			}
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}

@@ -1,0 +1,250 @@
+// Package worker is what a filter worker does with one job: read the
+// message from the blob store, run the FilterCommand over it, store the
+// filtered message and the verdict record, and answer with the verdict.
+package worker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluice-mail/sluice/internal/blob"
+	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/queue"
+	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
+)
+
+// Reply and status when the store, not the filter, failed.
+const (
+	storeFailReply  = "451 4.3.0 Temporary failure, please try again later"
+	storeFailStatus = "FILTER-ERROR"
+)
+
+// recordTimeout bounds writing the verdict record, which happens even when
+// the job's deadline has passed: the record is for audit and replay.
+const recordTimeout = 30 * time.Second
+
+// Worker runs one worker's FilterCommand over jobs.
+type Worker struct {
+	ID     string // e.g. hostname-pid, in every verdict
+	Store  blob.Store
+	Filter filter.Spec
+	Logger *slog.Logger
+}
+
+// DefaultID is "hostname-pid".
+func DefaultID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+func (w *Worker) log() *slog.Logger {
+	if w.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return w.Logger
+}
+
+// Handle decides one job; it has the queue.Handler signature. ctx ends at
+// the job's deadline. It always returns a verdict: any failure of its own
+// is a TEMPFAIL, so the edge answers 4xx and the sender retries.
+func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt uint32) *sluicev1.Verdict {
+	log := w.log().With("id", job.GetMessageId(), "attempt", attempt)
+
+	// An earlier attempt finished but its reply or ack was lost: answer
+	// the same again rather than run the filter twice.
+	if v, err := w.loadRecord(ctx, job); err == nil {
+		log.Info("verdict already recorded; not filtering again",
+			"action", v.GetAction(), "status", v.GetStatus(), "by", v.GetWorkerId())
+		return v
+	} else if !errors.Is(err, blob.ErrNotFound) {
+		log.Warn("cannot read an earlier verdict record; filtering", "key", job.GetRecordKey(), "err", err)
+	}
+
+	started := time.Now()
+	v := w.decide(ctx, job, log)
+	v.MessageId = job.GetMessageId()
+	v.WorkerId = w.ID
+	v.Attempt = attempt
+	v.Started = timestamppb.New(started)
+	v.Finished = timestamppb.Now()
+
+	log.Info("filtered",
+		"action", v.Action, "status", v.Status, "detail", v.Detail, "exit", v.ExitCode,
+		"size", v.DeliverSize, "duration", v.Finished.AsTime().Sub(started).Round(time.Millisecond))
+
+	if err := w.storeRecord(ctx, job, v); err != nil {
+		log.Error("cannot store the verdict record", "key", job.GetRecordKey(), "err", err)
+	}
+	return v
+}
+
+// decide runs the filter (if any) and maps its result to a verdict.
+func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.Logger) *sluicev1.Verdict {
+	if w.Filter.Command == "" {
+		// Nothing to run: deliver the message as received, no copy.
+		return &sluicev1.Verdict{
+			Action:      sluicev1.Verdict_ACTION_ACCEPT,
+			DeliverKey:  job.GetMessageKey(),
+			DeliverSize: job.GetMessageSize(),
+		}
+	}
+
+	in, err := w.Store.Get(ctx, job.GetMessageKey())
+	if err != nil {
+		return storeFailure(fmt.Errorf("open message: %w", err))
+	}
+	defer in.Close()
+
+	// The filter's output streams into the store through a pipe: the body
+	// is never held whole in memory.
+	pr, pw := io.Pipe()
+	type putResult struct {
+		n   int64
+		err error
+	}
+	put := make(chan putResult, 1)
+	go func() {
+		n, err := w.Store.Put(ctx, job.GetFilteredKey(), pr, -1)
+		pr.CloseWithError(err) // unblock the filter if the store gave up
+		put <- putResult{n, err}
+	}()
+
+	res, runErr := filter.Run(ctx, w.Filter, envOf(job), in, pw)
+	if runErr == nil && res.Action == filter.Accept {
+		pw.Close()
+	} else {
+		// Whatever reached the store is not to be delivered: failing the
+		// Put leaves no object behind.
+		pw.CloseWithError(errNotDelivered)
+	}
+	p := <-put
+
+	switch {
+	case runErr != nil:
+		return storeFailure(runErr)
+	case res.Action == filter.Accept && p.err != nil:
+		return storeFailure(fmt.Errorf("store filtered message: %w", p.err))
+	}
+
+	v := &sluicev1.Verdict{
+		Reply:    res.Reply,
+		Status:   res.Status,
+		Detail:   res.Detail,
+		ExitCode: int32(res.ExitCode),
+	}
+	switch res.Action {
+	case filter.Accept:
+		v.Action = sluicev1.Verdict_ACTION_ACCEPT
+		v.Reply = ""
+		v.DeliverKey = job.GetFilteredKey()
+		v.DeliverSize = p.n
+	case filter.Reject:
+		v.Action = sluicev1.Verdict_ACTION_REJECT
+	case filter.Drop:
+		v.Action = sluicev1.Verdict_ACTION_DROP
+	case filter.TempFail:
+		v.Action = sluicev1.Verdict_ACTION_TEMPFAIL
+	default:
+		log.Error("filter returned an unknown action", "action", int(res.Action))
+		return storeFailure(fmt.Errorf("filter returned unknown action %d", res.Action))
+	}
+	return v
+}
+
+// errNotDelivered aborts the Put of a filter output nobody will deliver.
+var errNotDelivered = errors.New("filter output not delivered")
+
+func storeFailure(err error) *sluicev1.Verdict {
+	return &sluicev1.Verdict{
+		Action:   sluicev1.Verdict_ACTION_TEMPFAIL,
+		Reply:    storeFailReply,
+		Status:   storeFailStatus,
+		Detail:   err.Error(),
+		ExitCode: -1,
+	}
+}
+
+func envOf(job *sluicev1.FilterJob) filter.Env {
+	return filter.Env{
+		Sender:     job.Sender, // nil when no MAIL was accepted
+		Recipients: job.GetRecipients(),
+		Client:     job.GetClientAddr(),
+		Server:     job.GetServerAddr(),
+		Remote:     job.RemoteAddr,
+		RemoteHelo: job.RemoteHelo,
+	}
+}
+
+// maxRecordSize bounds how much of a stored record Handle reads back.
+const maxRecordSize = 1 << 20
+
+func (w *Worker) loadRecord(ctx context.Context, job *sluicev1.FilterJob) (*sluicev1.Verdict, error) {
+	key := job.GetRecordKey()
+	if key == "" {
+		return nil, blob.ErrNotFound
+	}
+	rc, err := w.Store.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, maxRecordSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxRecordSize {
+		return nil, errors.New("verdict record too large")
+	}
+	var rec sluicev1.VerdictRecord
+	if err := protojson.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("decode verdict record: %w", err)
+	}
+	if rec.Verdict == nil || rec.Verdict.Action == sluicev1.Verdict_ACTION_UNSPECIFIED {
+		return nil, errors.New("verdict record without a verdict")
+	}
+	if id := rec.GetJob().GetMessageId(); id != job.GetMessageId() {
+		return nil, fmt.Errorf("verdict record is for message %q", id)
+	}
+	return rec.Verdict, nil
+}
+
+func (w *Worker) storeRecord(ctx context.Context, job *sluicev1.FilterJob, v *sluicev1.Verdict) error {
+	if job.GetRecordKey() == "" {
+		return errors.New("job has no record key")
+	}
+	data, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(&sluicev1.VerdictRecord{Job: job, Verdict: v})
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	_, err = w.Store.Put(ctx, job.GetRecordKey(), bytes.NewReader(data), int64(len(data)))
+	return err
+}
+
+// Run consumes jobs with slots filters at most running at once until ctx
+// is done, then waits for the running ones.
+func Run(ctx context.Context, q *queue.Queue, w *Worker, slots int) error {
+	log := w.log()
+	log.Info("worker started", "worker", w.ID, "slots", slots, "filter", w.Filter.Command != "")
+	err := q.Consume(ctx, slots, w.Handle)
+	if err != nil {
+		log.Error("worker stopped", "worker", w.ID, "err", err)
+		return fmt.Errorf("worker: %w", err)
+	}
+	log.Info("worker stopped", "worker", w.ID)
+	return nil
+}

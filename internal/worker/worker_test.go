@@ -1,0 +1,302 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluice-mail/sluice/internal/blob"
+	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/queue"
+	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
+)
+
+const body = "From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+
+func newWorker(t *testing.T, command string) (*Worker, *blob.FS) {
+	t.Helper()
+	store, err := blob.NewFS(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Worker{
+		ID:     "test-worker",
+		Store:  store,
+		Filter: filter.Spec{Command: command, Timeout: 30 * time.Second, TempDir: t.TempDir()},
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+	}, store
+}
+
+// newJob stores body as a received message and returns its job.
+func newJob(t *testing.T, store blob.Store, id, body string) *sluicev1.FilterJob {
+	t.Helper()
+	received := time.Date(2024, 3, 4, 5, 6, 7, 0, time.UTC)
+	sender := "<a@example.org>"
+	job := &sluicev1.FilterJob{
+		MessageId:   id,
+		EdgeId:      "edge1",
+		MessageKey:  blob.Key(id, received, blob.MessageName),
+		FilteredKey: blob.Key(id, received, blob.FilteredName),
+		RecordKey:   blob.Key(id, received, blob.RecordName),
+		MessageSize: int64(len(body)),
+		Received:    timestamppb.New(received),
+		Deadline:    timestamppb.New(time.Now().Add(time.Minute)),
+		Sender:      &sender,
+		Recipients:  []string{"<b@example.org>", "<c@example.org>"},
+		ClientAddr:  "192.0.2.1",
+		ServerAddr:  "192.0.2.2",
+	}
+	if body != "" {
+		if _, err := store.Put(context.Background(), job.MessageKey, strings.NewReader(body), int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return job
+}
+
+func handle(t *testing.T, w *Worker, job *sluicev1.FilterJob, attempt uint32) *sluicev1.Verdict {
+	t.Helper()
+	ctx, cancel := context.WithDeadline(context.Background(), job.Deadline.AsTime())
+	defer cancel()
+	v := w.Handle(ctx, job, attempt)
+	if v == nil {
+		t.Fatal("nil verdict")
+	}
+	if v.MessageId != job.MessageId || v.WorkerId != "test-worker" || v.Attempt != attempt {
+		t.Errorf("verdict id %q worker %q attempt %d", v.MessageId, v.WorkerId, v.Attempt)
+	}
+	if v.Started == nil || v.Finished == nil || v.Finished.AsTime().Before(v.Started.AsTime()) {
+		t.Errorf("verdict times %v .. %v", v.Started, v.Finished)
+	}
+	return v
+}
+
+func read(t *testing.T, store blob.Store, key string) (string, error) {
+	t.Helper()
+	rc, err := store.Get(context.Background(), key)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	return string(b), err
+}
+
+// record reads the stored verdict record and checks that it is readable,
+// multi-line protojson holding the job and v.
+func record(t *testing.T, store blob.Store, job *sluicev1.FilterJob, v *sluicev1.Verdict) {
+	t.Helper()
+	data, err := read(t, store, job.RecordKey)
+	if err != nil {
+		t.Fatalf("verdict record: %v", err)
+	}
+	if strings.Count(data, "\n") < 5 {
+		t.Errorf("record is not multi-line:\n%s", data)
+	}
+	var rec sluicev1.VerdictRecord
+	if err := protojson.Unmarshal([]byte(data), &rec); err != nil {
+		t.Fatalf("record does not decode: %v\n%s", err, data)
+	}
+	if !proto.Equal(rec.Job, job) || !proto.Equal(rec.Verdict, v) {
+		t.Errorf("record holds %v", &rec)
+	}
+}
+
+func TestNoFilterCommand(t *testing.T) {
+	w, store := newWorker(t, "")
+	job := newJob(t, store, "m1", body)
+	v := handle(t, w, job, 1)
+	if v.Action != sluicev1.Verdict_ACTION_ACCEPT || v.DeliverKey != job.MessageKey ||
+		v.DeliverSize != int64(len(body)) || v.Status != "" || v.Reply != "" {
+		t.Errorf("verdict %v", v)
+	}
+	if _, err := read(t, store, job.FilteredKey); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("a filtered copy was made: %v", err)
+	}
+	record(t, store, job, v)
+}
+
+func TestCat(t *testing.T) {
+	w, store := newWorker(t, "cat")
+	// Big enough to need streaming through the pipe.
+	big := body + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n", 40000)
+	job := newJob(t, store, "m1", big)
+	v := handle(t, w, job, 1)
+	if v.Action != sluicev1.Verdict_ACTION_ACCEPT || v.DeliverKey != job.FilteredKey ||
+		v.DeliverSize != int64(len(big)) || v.ExitCode != 0 || v.Reply != "" {
+		t.Fatalf("verdict %v", v)
+	}
+	if got, err := read(t, store, job.FilteredKey); err != nil || got != big {
+		t.Errorf("filtered message: %d bytes, %v; want the original", len(got), err)
+	}
+	record(t, store, job, v)
+}
+
+func TestFilterSeesEnvelope(t *testing.T) {
+	w, store := newWorker(t, `printf '%s|%s|%s|%s\n' "$SENDER" "$RECIPIENTS" "$CLIENT" "$SERVER"; cat`)
+	job := newJob(t, store, "m1", body)
+	v := handle(t, w, job, 1)
+	got, err := read(t, store, job.FilteredKey)
+	if v.Action != sluicev1.Verdict_ACTION_ACCEPT || err != nil {
+		t.Fatalf("verdict %v, %v", v, err)
+	}
+	want := "<a@example.org>|<b@example.org>\n<c@example.org>|192.0.2.1|192.0.2.2\n" + body
+	if got != want {
+		t.Errorf("filter output %q, want %q", got, want)
+	}
+}
+
+func TestRejectingFilter(t *testing.T) {
+	w, store := newWorker(t, `cat >/dev/null; echo '550 no' >&2; exit 1`)
+	job := newJob(t, store, "m1", body)
+	v := handle(t, w, job, 1)
+	if v.Action != sluicev1.Verdict_ACTION_REJECT || !strings.HasPrefix(v.Reply, "550") ||
+		!strings.Contains(v.Reply, "no") || v.ExitCode != 1 || v.DeliverKey != "" {
+		t.Errorf("verdict %v", v)
+	}
+	if _, err := read(t, store, job.FilteredKey); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("a rejected message left a filtered copy: %v", err)
+	}
+	record(t, store, job, v)
+}
+
+func TestRecordShortCircuit(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "runs")
+	w, store := newWorker(t, fmt.Sprintf("echo run >> '%s'; cat", marker))
+	job := newJob(t, store, "m1", body)
+	first := handle(t, w, job, 1)
+	if first.Action != sluicev1.Verdict_ACTION_ACCEPT {
+		t.Fatalf("verdict %v", first)
+	}
+	// The ack was lost and the job comes back.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	second := w.Handle(ctx, job, 2)
+	if !proto.Equal(first, second) {
+		t.Errorf("second verdict %v, want the recorded %v", second, first)
+	}
+	runs, err := os.ReadFile(marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(runs), "run"); n != 1 {
+		t.Errorf("filter ran %d times", n)
+	}
+
+	// A record of another message at that key does not count.
+	other := newJob(t, store, "m2", body)
+	other.RecordKey = job.RecordKey
+	if v := handle(t, w, other, 1); v.MessageId != "m2" {
+		t.Errorf("verdict for %q", v.MessageId)
+	}
+	if runs, _ := os.ReadFile(marker); strings.Count(string(runs), "run") != 2 {
+		t.Errorf("filter did not run for a different message")
+	}
+}
+
+func TestStoreFailures(t *testing.T) {
+	w, store := newWorker(t, "cat")
+	check := func(name string, v *sluicev1.Verdict, detail string) {
+		t.Helper()
+		if v.Action != sluicev1.Verdict_ACTION_TEMPFAIL || v.Reply != storeFailReply ||
+			v.Status != storeFailStatus || !strings.Contains(v.Detail, detail) {
+			t.Errorf("%s: verdict %v", name, v)
+		}
+	}
+
+	// The message is missing.
+	job := newJob(t, store, "missing", "")
+	v := handle(t, w, job, 1)
+	check("missing message", v, "not found")
+	record(t, store, job, v)
+
+	// The filtered message cannot be stored.
+	job = newJob(t, store, "badput", body)
+	job.FilteredKey = "../outside"
+	v = handle(t, w, job, 1)
+	check("failed put", v, "")
+	if v.Detail == "" {
+		t.Error("no detail for a failed put")
+	}
+
+	// The record cannot be stored: the verdict still comes back.
+	job = newJob(t, store, "badrecord", body)
+	job.RecordKey = ""
+	v = handle(t, w, job, 1)
+	if v.Action != sluicev1.Verdict_ACTION_ACCEPT {
+		t.Errorf("verdict %v without a record key", v)
+	}
+}
+
+// TestRunWithQueue is the worker on a real embedded NATS server: a job
+// submitted by an edge comes back filtered.
+func TestRunWithQueue(t *testing.T) {
+	w, store := newWorker(t, "tr a-z A-Z")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q, err := queue.Open(ctx, queue.Options{StoreDir: t.TempDir(), Logger: w.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Run(rctx, q, w, 2) }()
+
+	s, err := q.NewSubmitter(ctx, "edge1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	job := newJob(t, store, "m1", body)
+	job.Deadline = timestamppb.New(time.Now().Add(20 * time.Second))
+	v, err := s.Submit(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Action != sluicev1.Verdict_ACTION_ACCEPT || v.Attempt != 1 || v.WorkerId != "test-worker" {
+		t.Errorf("verdict %v", v)
+	}
+	if got, _ := read(t, store, v.DeliverKey); !bytes.Equal([]byte(got), []byte(strings.ToUpper(body))) {
+		t.Errorf("delivered %q", got)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+func TestDroppingAndFailingFilters(t *testing.T) {
+	w, store := newWorker(t, `cat >/dev/null; echo '250 2.0.0 dropped' >&2; exit 1`)
+	job := newJob(t, store, "drop", body)
+	v := handle(t, w, job, 1)
+	if v.Action != sluicev1.Verdict_ACTION_DROP || !strings.HasPrefix(v.Reply, "250") || v.DeliverKey != "" {
+		t.Errorf("drop: verdict %v", v)
+	}
+	if _, err := read(t, store, job.FilteredKey); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("a dropped message left a filtered copy: %v", err)
+	}
+
+	// A filter killed by a signal: the filter package's own 4xx, not the
+	// store-failure one.
+	w.Filter.Command = `cat >/dev/null; kill -9 $$`
+	job = newJob(t, store, "killed", body)
+	v = handle(t, w, job, 1)
+	if v.Action != sluicev1.Verdict_ACTION_TEMPFAIL || !strings.HasPrefix(v.Reply, "4") || v.ExitCode != -1 {
+		t.Errorf("killed: verdict %v", v)
+	}
+	record(t, store, job, v)
+}
