@@ -22,7 +22,12 @@ import (
 func main() {
 	addr := flag.String("listen", "127.0.0.1:2525", "address to listen on")
 	dir := flag.String("dir", "sink-mail", "directory for received messages")
+	send := flag.String("send", "", "instead of listening, send one test message to this address (host:port) and exit")
+	body := flag.String("body", "Hello from the sluice demo.", "with -send: the message body")
 	flag.Parse()
+	if *send != "" {
+		os.Exit(sendTest(*send, *body))
+	}
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		log.Fatal(err)
 	}
@@ -35,6 +40,23 @@ func main() {
 	s.AllowInsecureAuth = true
 	log.Printf("sink: listening on %s, storing messages in %s", *addr, *dir)
 	log.Fatal(s.ListenAndServe())
+}
+
+// sendTest sends one message, like swaks would, and prints the outcome.
+func sendTest(addr, body string) int {
+	msg := "From: Alice <alice@example.com>\r\nTo: Bob <bob@example.com>\r\n" +
+		"Subject: sluice demo\r\nDate: " + time.Now().Format(time.RFC1123Z) + "\r\n\r\n" + body + "\r\n"
+	c, err := smtp.Dial(addr)
+	if err == nil {
+		err = c.SendMail("alice@example.com", []string{"bob@example.com"}, strings.NewReader(msg))
+		c.Close()
+	}
+	if err != nil {
+		fmt.Printf("refused: %v\n", err)
+		return 1
+	}
+	fmt.Println("accepted")
+	return 0
 }
 
 type backend struct {
