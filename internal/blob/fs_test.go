@@ -406,3 +406,8 @@ func get(t *testing.T, s *FS, key string) string {
 	}
 	return string(b)
 }
+
+// TestFSConformance runs the checks every Store must pass (storetest_test.go).
+func TestFSConformance(t *testing.T) {
+	testStore(t, newFS(t))
+}

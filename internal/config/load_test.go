@@ -730,7 +730,7 @@ func TestExamples(t *testing.T) {
 		if c.Listen.String() != "127.0.0.1:10025" || c.OutAddress.String() != "127.0.0.1:2525" {
 			t.Errorf("%s: Listen %v OutAddress %v", file, c.Listen, c.OutAddress)
 		}
-		if c.FilterCommand != `sed 's/^Subject: /Subject: [sluice] /'` || c.Header != "X-Filtered: by sluice for %i at %d" {
+		if c.FilterCommand != "deploy/examples/filters/demo.sh" || c.Header != "X-Filtered: by sluice for %i at %d" {
 			t.Errorf("%s: FilterCommand %q Header %q", file, c.FilterCommand, c.Header)
 		}
 		if !c.NATS.Embedded() || c.Store.Type != StoreFS || c.Worker.Slots < 2 || len(c.Warnings) != 0 {
