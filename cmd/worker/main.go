@@ -5,15 +5,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/edge"
 	"github.com/sluice-mail/sluice/internal/logging"
+	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
 	"github.com/sluice-mail/sluice/internal/worker"
 )
@@ -43,11 +46,37 @@ func run(args, environ []string) int {
 	defer stop()
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 
+	// The monitoring endpoint comes first: a busy http_listen fails at
+	// once, and while NATS is still being reached /healthz answers and
+	// /readyz says what is missing.
+	var mon *monitor.Server
+	var metrics *monitor.WorkerMetrics
+	if cfg.HTTPListen != "" {
+		reg := monitor.NewRegistry()
+		metrics = monitor.NewWorkerMetrics(reg)
+		starting := func(context.Context) error { return errors.New("starting") }
+		mon, err = monitor.Start(ctx, cfg.HTTPListen, map[string]func(context.Context) error{
+			"queue": starting, "store": starting,
+		}, reg, log)
+		if err != nil {
+			log.Error("start-up failed", "err", err)
+			return 1
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := mon.Shutdown(sctx); err != nil {
+				log.Warn("monitoring endpoint", "err", err)
+			}
+		}()
+	}
+
 	store, err := edge.OpenStore(ctx, cfg, log)
 	if err != nil {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
+	mon.SetCheck("store", monitor.StoreCheck(store))
 	qo := edge.QueueOptions(cfg, log)
 	qo.Name = "sluice-worker"
 	q, err := queue.Open(ctx, qo)
@@ -56,12 +85,14 @@ func run(args, environ []string) int {
 		return 1
 	}
 	defer q.Close()
+	mon.SetCheck("queue", q.Ready)
 	host, _ := os.Hostname()
 	w := &worker.Worker{
-		ID:     host + "-" + strconv.Itoa(os.Getpid()),
-		Store:  store,
-		Filter: edge.FilterSpec(cfg),
-		Logger: log,
+		ID:      host + "-" + strconv.Itoa(os.Getpid()),
+		Store:   store,
+		Filter:  edge.FilterSpec(cfg),
+		Logger:  log,
+		Metrics: metrics,
 	}
 	if cfg.PidFile != "" {
 		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -71,7 +102,20 @@ func run(args, environ []string) int {
 		}
 	}
 	log.Info("worker started", "id", w.ID, "slots", cfg.Worker.Slots, "nats", cfg.NATS.URLs)
-	if err := worker.Run(ctx, q, w, cfg.Worker.Slots); err != nil {
+	// On SIGTERM readiness fails first, then the worker stops pulling
+	// jobs and finishes those it holds.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-runCtx.Done():
+			return
+		}
+		mon.SetDraining() // readiness fails before the worker stops pulling
+		stopRun()
+	}()
+	if err := worker.Run(runCtx, q, w, cfg.Worker.Slots); err != nil {
 		log.Error("worker stopped", "err", err)
 		return 1
 	}

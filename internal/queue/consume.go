@@ -20,6 +20,26 @@ import (
 // JetStream delivery count (1 = first). It must return a verdict.
 type Handler func(ctx context.Context, job *sluicev1.FilterJob, attempt uint32) *sluicev1.Verdict
 
+// Reasons Consume passes to an OnSkip hook for a job it ended without
+// running the handler.
+const (
+	SkipExpired = "expired" // the job's deadline had passed: the edge already answered 4xx
+	SkipInvalid = "invalid" // undecodable, or without a deadline
+)
+
+// ConsumeOption configures Consume.
+type ConsumeOption func(*consumeConfig)
+
+type consumeConfig struct {
+	onSkip func(reason string)
+}
+
+// OnSkip has fn called with SkipExpired or SkipInvalid for every job that
+// Consume ends without running the handler; for metrics.
+func OnSkip(fn func(reason string)) ConsumeOption {
+	return func(c *consumeConfig) { c.onSkip = fn }
+}
+
 // defaultPullWait is how long one pull request waits for jobs. It also
 // bounds how long Consume takes to notice that its ctx is done.
 const defaultPullWait = 2 * time.Second
@@ -30,9 +50,13 @@ const defaultPullWait = 2 * time.Second
 // pulling, waits for the jobs in flight to finish (their contexts end at
 // their own deadlines, not with ctx) and returns nil. It returns an error
 // only when the connection is closed for good.
-func (q *Queue) Consume(ctx context.Context, slots int, h Handler) error {
+func (q *Queue) Consume(ctx context.Context, slots int, h Handler, opts ...ConsumeOption) error {
 	if slots <= 0 {
 		return fmt.Errorf("queue: consume with %d slots", slots)
+	}
+	var cc consumeConfig
+	for _, o := range opts {
+		o(&cc)
 	}
 	sem := make(chan struct{}, slots) // one token per job in flight
 	var inflight sync.WaitGroup
@@ -96,7 +120,7 @@ func (q *Queue) Consume(ctx context.Context, slots int, h Handler) error {
 			go func() {
 				defer inflight.Done()
 				defer release(1)
-				q.process(ctx, msg, h)
+				q.process(ctx, msg, h, &cc)
 			}()
 		}
 		release(n - got)
@@ -126,7 +150,12 @@ func (q *Queue) Consume(ctx context.Context, slots int, h Handler) error {
 
 // process runs one job: skip it if it cannot or need not run, else run h
 // with heartbeats, reply, and ack.
-func (q *Queue) process(ctx context.Context, msg jetstream.Msg, h Handler) {
+func (q *Queue) process(ctx context.Context, msg jetstream.Msg, h Handler, cc *consumeConfig) {
+	skipped := func(reason string) {
+		if cc.onSkip != nil {
+			cc.onSkip(reason)
+		}
+	}
 	var attempt uint32 = 1
 	if md, err := msg.Metadata(); err == nil {
 		attempt = uint32(md.NumDelivered)
@@ -135,12 +164,14 @@ func (q *Queue) process(ctx context.Context, msg jetstream.Msg, h Handler) {
 	if err := proto.Unmarshal(msg.Data(), job); err != nil {
 		q.log.Error("undecodable job, dropped", "subject", msg.Subject(), "err", err)
 		q.term(msg, "undecodable job")
+		skipped(SkipInvalid)
 		return
 	}
 	log := q.log.With("id", job.MessageId, "edge", job.EdgeId, "attempt", attempt)
 	if !job.GetDeadline().IsValid() || job.Deadline.AsTime().IsZero() {
 		log.Error("job without a deadline, dropped")
 		q.term(msg, "no deadline")
+		skipped(SkipInvalid)
 		return
 	}
 	deadline := job.Deadline.AsTime()
@@ -148,6 +179,7 @@ func (q *Queue) process(ctx context.Context, msg jetstream.Msg, h Handler) {
 		// The edge has given up and answered 4xx: the sender retries.
 		log.Info("job deadline passed, skipped", "deadline", deadline)
 		q.term(msg, "deadline passed")
+		skipped(SkipExpired)
 		return
 	}
 

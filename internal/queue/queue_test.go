@@ -44,11 +44,11 @@ func open(t *testing.T, o Options) *Queue {
 
 // consume runs q.Consume until the test ends (or stop is called) and
 // checks that it returned nil.
-func consume(t *testing.T, q *Queue, slots int, h Handler) (stop func()) {
+func consume(t *testing.T, q *Queue, slots int, h Handler, opts ...ConsumeOption) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- q.Consume(ctx, slots, h) }()
+	go func() { done <- q.Consume(ctx, slots, h, opts...) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -329,13 +329,28 @@ func TestSlotsRespected(t *testing.T) {
 	}
 }
 
+// skips records the reasons an OnSkip hook was called with.
+type skips struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (s *skips) add(reason string) { s.mu.Lock(); s.reasons = append(s.reasons, reason); s.mu.Unlock() }
+
+func (s *skips) get() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.reasons...)
+}
+
 func TestExpiredJobNeverRuns(t *testing.T) {
 	q := open(t, Options{})
 	var calls atomic.Int32
+	var skipped skips
 	consume(t, q, 2, func(ctx context.Context, job *sluicev1.FilterJob, attempt uint32) *sluicev1.Verdict {
 		calls.Add(1)
 		return accept("w")(ctx, job, attempt)
-	})
+	}, OnSkip(skipped.add))
 	s := submitter(t, q, "edge1")
 	_, err := submit(t, s, newJob("old", time.Now().Add(-time.Second)), 1500*time.Millisecond)
 	var se *SubmitError
@@ -351,15 +366,20 @@ func TestExpiredJobNeverRuns(t *testing.T) {
 	}
 	// The consumer goes on with live jobs.
 	mustSubmit(t, s, newJob("new", time.Now().Add(10*time.Second)))
+	eventually(t, "OnSkip called", func() bool { return len(skipped.get()) > 0 })
+	if got := skipped.get(); len(got) != 1 || got[0] != SkipExpired {
+		t.Errorf("OnSkip called with %q, want one %q", got, SkipExpired)
+	}
 }
 
 func TestUndecodableJobDropped(t *testing.T) {
 	q := open(t, Options{})
 	var calls atomic.Int32
+	var skipped skips
 	consume(t, q, 1, func(ctx context.Context, job *sluicev1.FilterJob, attempt uint32) *sluicev1.Verdict {
 		calls.Add(1)
 		return accept("w")(ctx, job, attempt)
-	})
+	}, OnSkip(skipped.add))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := q.js.Publish(ctx, DefaultSubject, []byte("\xff\xff not protobuf")); err != nil {
@@ -368,6 +388,10 @@ func TestUndecodableJobDropped(t *testing.T) {
 	eventually(t, "garbage removed", func() bool { return streamState(t, q).Msgs == 0 })
 	if calls.Load() != 0 {
 		t.Error("handler ran for garbage")
+	}
+	eventually(t, "OnSkip called", func() bool { return len(skipped.get()) > 0 })
+	if got := skipped.get(); len(got) != 1 || got[0] != SkipInvalid {
+		t.Errorf("OnSkip called with %q, want one %q", got, SkipInvalid)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
@@ -38,6 +39,8 @@ type Worker struct {
 	Store  blob.Store
 	Filter filter.Spec
 	Logger *slog.Logger
+
+	Metrics *monitor.WorkerMetrics // nil: nothing counted
 }
 
 // DefaultID is "hostname-pid".
@@ -61,12 +64,15 @@ func (w *Worker) log() *slog.Logger {
 // is a TEMPFAIL, so the edge answers 4xx and the sender retries.
 func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt uint32) *sluicev1.Verdict {
 	log := w.log().With("id", job.GetMessageId(), "attempt", attempt)
+	w.Metrics.Busy(1)
+	defer w.Metrics.Busy(-1)
 
 	// An earlier attempt finished but its reply or ack was lost: answer
 	// the same again rather than run the filter twice.
 	if v, err := w.loadRecord(ctx, job); err == nil {
 		log.Info("verdict already recorded; not filtering again",
 			"action", v.GetAction(), "status", v.GetStatus(), "by", v.GetWorkerId())
+		w.Metrics.Job(v.GetAction())
 		return v
 	} else if !errors.Is(err, blob.ErrNotFound) {
 		log.Warn("cannot read an earlier verdict record; filtering", "key", job.GetRecordKey(), "err", err)
@@ -87,6 +93,7 @@ func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt ui
 	if err := w.storeRecord(ctx, job, v); err != nil {
 		log.Error("cannot store the verdict record", "key", job.GetRecordKey(), "err", err)
 	}
+	w.Metrics.Job(v.Action)
 	return v
 }
 
@@ -121,7 +128,9 @@ func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.
 		put <- putResult{n, err}
 	}()
 
+	ran := time.Now()
 	res, runErr := filter.Run(ctx, w.Filter, envOf(job), in, pw)
+	w.Metrics.FilterRan(time.Since(ran))
 	if runErr == nil && res.Action == filter.Accept {
 		pw.Close()
 	} else {
@@ -240,7 +249,13 @@ func (w *Worker) storeRecord(ctx context.Context, job *sluicev1.FilterJob, v *sl
 func Run(ctx context.Context, q *queue.Queue, w *Worker, slots int) error {
 	log := w.log()
 	log.Info("worker started", "worker", w.ID, "slots", slots, "filter", w.Filter.Command != "")
-	err := q.Consume(ctx, slots, w.Handle)
+	var opts []queue.ConsumeOption
+	if w.Metrics != nil {
+		w.Metrics.AddSlots(slots)
+		defer w.Metrics.AddSlots(-slots)
+		opts = append(opts, queue.OnSkip(w.Metrics.JobSkipped))
+	}
+	err := q.Consume(ctx, slots, w.Handle, opts...)
 	if err != nil {
 		log.Error("worker stopped", "worker", w.ID, "err", err)
 		return fmt.Errorf("worker: %w", err)

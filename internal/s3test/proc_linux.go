@@ -1,9 +1,9 @@
-package blob
+package s3test
 
 import "syscall"
 
-// vgwSysProcAttr makes the kernel stop versitygw if the test binary dies
+// sysProcAttr makes the kernel stop versitygw if the test binary dies
 // without running its clean-up (a -timeout panic, a kill).
-func vgwSysProcAttr() *syscall.SysProcAttr {
+func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 }
