@@ -151,8 +151,9 @@ type Queue struct {
 
 	pullWait time.Duration // see defaultPullWait; tests shorten it
 
-	mu   sync.Mutex
-	cons jetstream.Consumer
+	mu      sync.Mutex
+	cons    jetstream.Consumer
+	connErr error // the last failed connection attempt, for error messages
 }
 
 // Open connects to NATS, starting an embedded server first when neither
@@ -254,6 +255,12 @@ func (q *Queue) connect() error {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			q.log.Info("nats reconnected", "url", q.connectedURL(nc))
 		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			q.mu.Lock()
+			q.connErr = err
+			q.mu.Unlock()
+			q.log.Debug("nats connection attempt failed", "err", err)
+		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(q.closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subj := ""
@@ -321,13 +328,22 @@ func reconnectDelay(attempts int) time.Duration {
 }
 
 // setup creates or updates the stream and the consumer until it works or
-// ctx is done.
+// ctx is done. A connection closed for good (nats.go gives up after the
+// same authorization error twice) ends it at once. Either way the error
+// names why the connection failed (bad credentials, a TLS error), not
+// only the time-out it caused.
 func (q *Queue) setup(ctx context.Context) error {
 	wait := 100 * time.Millisecond
 	for {
 		err := q.ensure(ctx)
 		if err == nil {
 			return nil
+		}
+		if q.nc.IsClosed() {
+			return fmt.Errorf("queue: connect to NATS: %w", q.connCause(err))
+		}
+		if cause := q.connFailure(); cause != nil {
+			err = fmt.Errorf("%w; not connected: %w", err, cause)
 		}
 		q.log.Warn("nats: stream set-up failed, retrying", "stream", q.opts.Stream, "err", err)
 		select {
@@ -337,6 +353,27 @@ func (q *Queue) setup(ctx context.Context) error {
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
+}
+
+// connFailure is why the connection is down, or nil when it is up.
+func (q *Queue) connFailure() error {
+	if q.nc.Status() == nats.CONNECTED {
+		return nil
+	}
+	if err := q.nc.LastError(); err != nil {
+		return err // a handshake or authorization error of the last attempt
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.connErr // e.g. connection refused
+}
+
+// connCause is the reason a closed connection closed, else err.
+func (q *Queue) connCause(err error) error {
+	if last := q.nc.LastError(); last != nil {
+		return last
+	}
+	return err
 }
 
 func (q *Queue) ensure(ctx context.Context) error {
