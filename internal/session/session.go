@@ -125,7 +125,7 @@ type Session struct {
 
 	draining atomic.Bool
 	stopped  atomic.Bool
-	waiting  atomic.Bool // blocked reading a command
+	idle     atomic.Bool // reading a command with no transaction open; the one thing Drain reads
 }
 
 // transaction is the envelope the upstream accepted, and the XFORWARD
@@ -174,7 +174,7 @@ func hostIP(a net.Addr) string {
 // transaction is open it answers 421 and closes.
 func (s *Session) Drain() {
 	s.draining.Store(true)
-	if s.waiting.Load() && !s.txn.open() {
+	if s.idle.Load() {
 		s.client.interrupt()
 	}
 }
@@ -266,14 +266,25 @@ func (s *Session) command(line string) (wire.Reply, error) {
 
 // next reads and handles one command.
 func (s *Session) next(ctx context.Context) error {
+	// idle is published before draining is checked, and Drain sets
+	// draining before it reads idle: one of them sees the other.
+	s.idle.Store(!s.txn.open())
 	if s.draining.Load() && (!s.txn.open() || s.stopped.Load()) {
+		s.idle.Store(false)
 		s.reply(fmt.Sprintf(replyShutdown, s.cfg.Hostname))
 		s.up.Quit()
 		return errStop
 	}
-	s.waiting.Store(true)
 	line, err := wire.ReadLine(s.cr)
-	s.waiting.Store(false)
+	s.idle.Store(false)
+	if err == nil && s.client.interrupted() {
+		// Drain interrupted a read that had already got its line: serve
+		// the command; only Stop's interrupt must stay armed.
+		s.client.clearInterrupt()
+		if s.stopped.Load() {
+			s.client.interrupt()
+		}
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, wire.ErrLineTooLong):
@@ -586,9 +597,11 @@ func (s *Session) filtered(ctx context.Context) error {
 	}
 	switch {
 	case body.err != nil && body.err != io.EOF && !errors.Is(body.err, wire.ErrTooBig) && !errors.Is(body.err, wire.ErrBareLineEnding):
-		// B28: the client went away mid-DATA; nothing to answer.
+		// B28: the client went away mid-DATA; nothing to answer, unless
+		// Stop cut it short (COMPAT 7: 421, not a silent close).
 		s.logMessage(m, "FILTER-ERROR", "err", body.err)
 		s.up.Command("RSET")
+		s.stoppedReply()
 		return errStop
 	case errors.Is(body.err, wire.ErrTooBig):
 		s.up.Command("RSET")
@@ -604,6 +617,14 @@ func (s *Session) filtered(ctx context.Context) error {
 		return s.afterRefusal(s.reply(replyTempFail))
 	}
 	return s.act(ctx, m, start)
+}
+
+// stoppedReply tells a client whose message Stop cut short that the edge
+// is shutting down.
+func (s *Session) stoppedReply() {
+	if s.stopped.Load() && s.client.interrupted() {
+		s.reply(fmt.Sprintf(replyShutdown, s.cfg.Hostname))
+	}
 }
 
 // afterRefusal ends the session if the upstream failed while the
@@ -683,6 +704,14 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 		return errStop
 	}
 	if rep.Code != 354 {
+		if c := rep.Class(); c != 4 && c != 5 {
+			// Neither "go ahead" nor a refusal: the upstream did not take
+			// the message and its state is unknown. Never a 2xx for a
+			// message nobody took (the failure rule).
+			s.logMessage(m, "UPSTREAM-ERROR", "reply", rep.String())
+			s.reply(replyLocalError)
+			return errStop
+		}
 		s.logMessage(m, "UPSTREAM-REFUSED", "reply", rep.Text())
 		return s.relay(rep)
 	}
@@ -737,6 +766,7 @@ func (s *Session) skip(line string) error {
 		}
 		// The upstream transaction was aborted by closing its connection.
 		s.logMessage(nil, "SKIPPED", "err", se.Err)
+		s.stoppedReply()
 		switch {
 		case errors.Is(se.Err, wire.ErrTooBig):
 			if dr.Discard() == nil {
