@@ -51,8 +51,18 @@ proto:
 run: build
 	deploy/local/demo.sh
 
+# What sluice costs per message (internal/bench: straight to a sink, through
+# the edge with and without a filter, through proxsmtpd when installed; one
+# session, then 8), then every other package's benchmarks, then a summary of
+# the per-message figures (median over BENCHCOUNT runs, spread, ratios).
+# See docs/benchmarks.md.
+BENCHTIME  ?= 400x
+BENCHCOUNT ?= 3
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./...
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/benchsummary ./internal/bench/cmd/benchsummary
+	{ $(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) -count=$(BENCHCOUNT) -timeout 30m ./internal/bench/... && \
+	  $(GO) test -run='^$$' -bench=. -benchmem $$($(GO) list ./... | grep -v -e /internal/bench -e /internal/interop); } 2>&1 | $(BIN)/benchsummary
 
 # proxsmtpd compatibility: the shared differential oracle against the edge.
 compat: build

@@ -101,7 +101,6 @@ func run(args, environ []string) int {
 			defer os.Remove(cfg.PidFile)
 		}
 	}
-	log.Info("worker started", "id", w.ID, "slots", cfg.Worker.Slots, "nats", cfg.NATS.URLs)
 	// On SIGTERM readiness fails first, then the worker stops pulling
 	// jobs and finishes those it holds.
 	runCtx, stopRun := context.WithCancel(context.Background())

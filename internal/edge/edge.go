@@ -25,6 +25,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/header"
+	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
 	"github.com/sluice-mail/sluice/internal/session"
 	"github.com/sluice-mail/sluice/internal/upstream"
@@ -41,6 +42,10 @@ type Edge struct {
 	store blob.Store
 	q     *queue.Queue
 	sub   *queue.Submitter
+
+	mon      *monitor.Server        // nil when http_listen is off
+	metrics  *monitor.EdgeMetrics   // nil: nothing counted
+	wmetrics *monitor.WorkerMetrics // in-process workers
 
 	workersStop context.CancelFunc
 	workersDone chan struct{}
@@ -85,12 +90,28 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 	}
 
 	var err error
+	if cfg.HTTPListen != "" {
+		// First, so that a busy address fails start-up before anything else
+		// opens; readiness says "starting" until the parts are up.
+		reg := monitor.NewRegistry()
+		e.metrics = monitor.NewEdgeMetrics(reg)
+		if cfg.Worker.Slots > 0 {
+			e.wmetrics = monitor.NewWorkerMetrics(reg)
+		}
+		starting := func(context.Context) error { return errors.New("starting") }
+		checks := map[string]func(context.Context) error{"queue": starting, "store": starting}
+		if e.mon, err = monitor.Start(ctx, cfg.HTTPListen, checks, reg, log); err != nil {
+			return nil, err
+		}
+	}
+	e.scfg.OnMessage = e.metrics.Message
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	if e.store, err = OpenStore(ctx, cfg, log); err != nil {
 		return nil, err
 	}
+	e.mon.SetCheck("store", monitor.StoreCheck(e.store))
 	qo := QueueOptions(cfg, log)
 	qo.Name = "sluice-edge"
 	if len(cfg.NATS.URLs) == 0 {
@@ -100,11 +121,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 	if e.q, err = queue.Open(ctx, qo); err != nil {
 		return nil, fmt.Errorf("job queue: %w", err)
 	}
+	e.mon.SetCheck("queue", e.q.Ready)
 	edgeID := xid.New().String()
 	if e.sub, err = e.q.NewSubmitter(ctx, edgeID); err != nil {
 		return nil, fmt.Errorf("job queue: %w", err)
 	}
-	e.pipe = &pipeline{store: e.store, sub: e.sub, edgeID: edgeID, jobTimeout: cfg.JobTimeout, retention: cfg.Retention, log: log}
+	e.pipe = &pipeline{store: e.store, sub: e.sub, edgeID: edgeID, jobTimeout: cfg.JobTimeout, retention: cfg.Retention, log: log, metrics: e.metrics}
 
 	if cfg.Worker.Slots > 0 {
 		if err := e.startWorkers(ctx, qo); err != nil {
@@ -113,7 +135,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 	}
 
 	if e.ln, err = listen(cfg.Listen); err != nil {
-		return nil, fmt.Errorf("Listen: %w", err)
+		return nil, fmt.Errorf("cannot listen on %s (Listen): %w", cfg.Listen, err)
 	}
 	e.slots = make(chan struct{}, cfg.MaxConnections)
 	bgctx, bgStop := context.WithCancel(context.Background())
@@ -222,11 +244,13 @@ func (e *Edge) startWorkers(ctx context.Context, qo queue.Options) error {
 	}
 	host, _ := os.Hostname()
 	w := &worker.Worker{
-		ID:     host + "-" + strconv.Itoa(os.Getpid()) + "-edge",
-		Store:  e.store,
-		Filter: FilterSpec(e.cfg),
-		Logger: e.log.With("component", "worker"),
+		ID:      host + "-" + strconv.Itoa(os.Getpid()) + "-edge",
+		Store:   e.store,
+		Filter:  FilterSpec(e.cfg),
+		Logger:  e.log.With("component", "worker"),
+		Metrics: e.wmetrics,
 	}
+	e.mon.SetCheck("worker_queue", wq.Ready)
 	wctx, stop := context.WithCancel(context.Background())
 	e.workersStop = stop
 	e.workersDone = make(chan struct{})
@@ -275,10 +299,9 @@ func (e *Edge) accept() {
 		case e.slots <- struct{}{}:
 		default:
 			// B6: over MaxConnections; the upstream is never contacted.
+			e.metrics.Connection(monitor.ConnBusy)
 			e.log.Warn("too many connections open, sent busy response", "max", e.cfg.MaxConnections, "client", c.RemoteAddr().String())
-			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			_, _ = c.Write([]byte("421 Server busy, too many connections\r\n"))
-			_ = c.Close()
+			go session.Refuse(c, "421 Server busy, too many connections")
 			continue
 		}
 		e.active.Add(1)
@@ -289,6 +312,8 @@ func (e *Edge) accept() {
 func (e *Edge) serve(c net.Conn) {
 	defer e.active.Done()
 	defer func() { <-e.slots }()
+	e.metrics.SessionStarted()
+	defer e.metrics.SessionEnded()
 	id := strings.ToUpper(strconv.FormatUint(uint64(0x100000+e.connID.Add(1)-1), 16))
 	log := e.log.With("conn", id)
 	log.Info("accepted connection", "client", c.RemoteAddr().String())
@@ -299,6 +324,9 @@ func (e *Edge) serve(c net.Conn) {
 	up, err := e.dialUpstream(ctx, c)
 	if err != nil {
 		log.Warn("couldn't connect to upstream", "out", e.cfg.OutAddress.String(), "err", err)
+		e.metrics.Connection(monitor.ConnUpstreamUnreachable)
+	} else {
+		e.metrics.Connection(monitor.ConnAccepted)
 	}
 	s := session.New(&e.scfg, e.pipe, e.log, id, c, up)
 	e.mu.Lock()
@@ -358,6 +386,7 @@ func (e *Edge) sweep(ctx context.Context) {
 // for up to the drain period, then ends the rest with 421, and stops the
 // workers and the queue.
 func (e *Edge) Shutdown(ctx context.Context) {
+	e.mon.SetDraining()
 	e.closing.Store(true)
 	if e.ln != nil {
 		e.ln.Close()
@@ -397,5 +426,10 @@ func (e *Edge) closeBackends() {
 	}
 	if e.q != nil {
 		e.q.Close()
+	}
+	if e.mon != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.mon.Shutdown(ctx)
 	}
 }

@@ -11,8 +11,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluice-mail/sluice/internal/blob"
+	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
 	"github.com/sluice-mail/sluice/internal/session"
+	"github.com/sluice-mail/sluice/internal/worker"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
@@ -25,7 +27,12 @@ type pipeline struct {
 	jobTimeout time.Duration
 	retention  time.Duration
 	log        *slog.Logger
+	metrics    *monitor.EdgeMetrics
 }
+
+// recordPoll is how often the edge looks for a stored verdict while it
+// waits for the verdict message.
+const recordPoll = 5 * time.Second
 
 func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Reader) (*session.Message, error) {
 	m := &session.Message{ID: xid.New().String(), Received: time.Now()}
@@ -35,6 +42,7 @@ func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Read
 	if err != nil {
 		return m, fmt.Errorf("storing message: %w", err)
 	}
+	p.metrics.MessageSize(n)
 	// The sender waits about 10 minutes after its final dot (RFC 5321
 	// 4.5.3.2.6): the deadline counts from now, not from DATA.
 	deadline := time.Now().Add(p.jobTimeout)
@@ -57,15 +65,48 @@ func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Read
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	v, err := p.sub.Submit(ctx, job)
+	sent := time.Now()
+	v, err := p.await(ctx, job)
 	if err != nil {
 		return m, fmt.Errorf("filter job: %w", err)
 	}
 	if v.GetMessageId() != m.ID {
 		return m, fmt.Errorf("filter job: verdict for %q, expected %q", v.GetMessageId(), m.ID)
 	}
+	p.metrics.VerdictWait(time.Since(sent))
 	m.Verdict = v
 	return m, nil
+}
+
+// await submits job and waits for its verdict. A verdict message that
+// went out while this edge was reconnecting to NATS is lost, but the
+// worker also stored it next to the message: look there too, now and
+// then.
+func (p *pipeline) await(ctx context.Context, job *sluicev1.FilterJob) (*sluicev1.Verdict, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		v   *sluicev1.Verdict
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := p.sub.Submit(ctx, job)
+		done <- result{v, err}
+	}()
+	t := time.NewTicker(recordPoll)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.v, r.err
+		case <-t.C:
+			if v, err := worker.LoadRecord(ctx, p.store, job); err == nil {
+				p.log.Info("verdict message missed; verdict read from the store", "id", job.MessageId)
+				return v, nil
+			}
+		}
+	}
 }
 
 func (p *pipeline) Open(ctx context.Context, m *session.Message) (io.ReadCloser, error) {

@@ -161,7 +161,10 @@ func (s *Submitter) Submit(ctx context.Context, job *sluicev1.FilterJob) (*sluic
 	ch := s.wait(id)
 	defer s.unwait(id, ch)
 
-	if err := s.publish(ctx, id, data); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, publishWindow)
+	err = s.publish(pctx, id, data)
+	cancel()
+	if err != nil {
 		return nil, &SubmitError{Step: StepPublish, MessageID: id, Err: err}
 	}
 	select {
@@ -171,6 +174,11 @@ func (s *Submitter) Submit(ctx context.Context, job *sluicev1.FilterJob) (*sluic
 		return nil, &SubmitError{Step: StepVerdict, MessageID: id, Err: ctx.Err()}
 	}
 }
+
+// publishWindow bounds the publish retries: long enough to ride out a
+// JetStream leader election (~7 s), short enough that a sender is told
+// 4xx soon when NATS is down rather than after the whole job_timeout.
+const publishWindow = 15 * time.Second
 
 func (s *Submitter) publish(ctx context.Context, id string, data []byte) error {
 	msg := &nats.Msg{Subject: s.q.opts.Subject, Data: data, Header: nats.Header{}}

@@ -39,6 +39,11 @@ type Config struct {
 	MaxMessageSize    int64           // decoded bytes; 0 = no limit
 	RejectBare        bool            // refuse bare CR/LF in DATA instead of normalising
 	Header            header.Template // added to delivered mail
+
+	// OnMessage, if set, is called with the status of every DATA attempt
+	// as logged (FILTERED, REJECTED, ...; CLIENT-GONE for a client that
+	// vanished mid-DATA, which proxsmtpd logs as FILTER-ERROR).
+	OnMessage func(status string)
 }
 
 // Envelope is what the pipeline needs to know of one message.
@@ -187,12 +192,48 @@ func (s *Session) Stop() {
 	s.client.interrupt()
 }
 
+// closeClient ends the client connection with a FIN, not a reset: closing
+// a socket with unread input (a client that already sent its next
+// command) makes the kernel answer RST, and the client may then lose the
+// last reply, a 421 included. So: shut down the sending side, read what
+// the client still sends for a moment (in the background), then close.
+func (s *Session) closeClient() { closeGently(s.conn) }
+
+// closeGently sends FIN and lets the connection linger in the
+// background, so that the session (and its MaxConnections slot) ends now.
+func closeGently(c net.Conn) {
+	hc, ok := c.(interface{ CloseWrite() error })
+	if !ok || hc.CloseWrite() != nil {
+		_ = c.Close()
+		return
+	}
+	go func() {
+		_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 1<<20))
+		_ = c.Close()
+	}()
+}
+
+// Refuse answers a connection the edge will not serve (over
+// MaxConnections) with one reply line and closes it gently.
+func Refuse(c net.Conn, reply string) {
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, reply+"\r\n"); err != nil {
+		_ = c.Close()
+		return
+	}
+	closeGently(c)
+}
+
+// lingerTime bounds how long closeClient waits for the client to close.
+const lingerTime = 2 * time.Second
+
 // errStop means the session is over; the connection is closed.
 var errStop = errors.New("session over")
 
 // Serve runs the session until the client or the upstream goes away.
 func (s *Session) Serve(ctx context.Context) {
-	defer s.conn.Close()
+	defer s.closeClient()
 	if s.up == nil {
 		s.reply(fmt.Sprintf(replyUnreachable, s.cfg.Hostname))
 		return
@@ -512,6 +553,15 @@ func (s *Session) envelope() *Envelope {
 // logMessage writes the one summary line per DATA attempt (proxsmtpd's
 // "client=..., from=..., to=..., status=...").
 func (s *Session) logMessage(m *Message, status string, attrs ...any) {
+	s.logMessageAs(m, status, status, attrs...)
+}
+
+// logMessageAs is logMessage with a status for OnMessage that differs
+// from the logged one.
+func (s *Session) logMessageAs(m *Message, status, counted string, attrs ...any) {
+	if s.cfg.OnMessage != nil {
+		s.cfg.OnMessage(counted)
+	}
 	args := make([]any, 0, 8+2*len(s.txn.recipients)+len(attrs))
 	if m != nil {
 		args = append(args, "id", m.ID)
@@ -599,7 +649,7 @@ func (s *Session) filtered(ctx context.Context) error {
 	case body.err != nil && body.err != io.EOF && !errors.Is(body.err, wire.ErrTooBig) && !errors.Is(body.err, wire.ErrBareLineEnding):
 		// B28: the client went away mid-DATA; nothing to answer, unless
 		// Stop cut it short (COMPAT 7: 421, not a silent close).
-		s.logMessage(m, "FILTER-ERROR", "err", body.err)
+		s.logMessageAs(m, "FILTER-ERROR", "CLIENT-GONE", "err", body.err)
 		s.up.Command("RSET")
 		s.stoppedReply()
 		return errStop
@@ -712,7 +762,7 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 			s.reply(replyLocalError)
 			return errStop
 		}
-		s.logMessage(m, "UPSTREAM-REFUSED", "reply", rep.Text())
+		s.logMessage(m, "UPSTREAM-REFUSED", "reply", rep.Lines[len(rep.Lines)-1])
 		return s.relay(rep)
 	}
 	var o wire.DataWriterOptions
@@ -739,7 +789,7 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 	if rep.Class() != 2 {
 		status = "UPSTREAM-REFUSED" // B38: never FILTERED for refused mail
 	}
-	s.logMessage(m, status, "size", n, "reply", rep.Text(), "duration", time.Since(start).Round(time.Millisecond))
+	s.logMessage(m, status, "size", n, "reply", rep.Lines[len(rep.Lines)-1], "duration", time.Since(start).Round(time.Millisecond))
 	return s.relay(rep)
 }
 
@@ -779,6 +829,6 @@ func (s *Session) skip(line string) error {
 		}
 		return errStop
 	}
-	s.logMessage(nil, "SKIPPED", "size", n, "reply", rep.Text())
+	s.logMessage(nil, "SKIPPED", "size", n, "reply", rep.Lines[len(rep.Lines)-1])
 	return s.relay(rep)
 }

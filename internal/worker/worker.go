@@ -69,7 +69,7 @@ func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt ui
 
 	// An earlier attempt finished but its reply or ack was lost: answer
 	// the same again rather than run the filter twice.
-	if v, err := w.loadRecord(ctx, job); err == nil {
+	if v, err := LoadRecord(ctx, w.Store, job); err == nil {
 		log.Info("verdict already recorded; not filtering again",
 			"action", v.GetAction(), "status", v.GetStatus(), "by", v.GetWorkerId())
 		w.Metrics.Job(v.GetAction())
@@ -199,12 +199,16 @@ func envOf(job *sluicev1.FilterJob) filter.Env {
 // maxRecordSize bounds how much of a stored record Handle reads back.
 const maxRecordSize = 1 << 20
 
-func (w *Worker) loadRecord(ctx context.Context, job *sluicev1.FilterJob) (*sluicev1.Verdict, error) {
+// LoadRecord reads the verdict a worker stored for job, or returns
+// blob.ErrNotFound. A worker checks it before running a redelivered job;
+// an edge whose verdict message was lost (a NATS reconnect) finds the
+// verdict there too.
+func LoadRecord(ctx context.Context, store blob.Store, job *sluicev1.FilterJob) (*sluicev1.Verdict, error) {
 	key := job.GetRecordKey()
 	if key == "" {
 		return nil, blob.ErrNotFound
 	}
-	rc, err := w.Store.Get(ctx, key)
+	rc, err := store.Get(ctx, key)
 	if err != nil {
 		return nil, err
 	}
