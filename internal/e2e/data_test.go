@@ -207,7 +207,7 @@ func TestSmuggling(t *testing.T) {
 					steps: cat(mailSteps(body, qd1), []step{s("NOOP", smtptest.ReplyNoop)}),
 					up:    []string{cMAIL, cRCPT, cDATA, cNOOP},
 					check: func(t *testing.T, runs []filterRun) {
-						if len(runs) != 1 || strings.IndexAny(strings.ReplaceAll(runs[0].Input, "\r\n", ""), "\r\n") >= 0 {
+						if len(runs) != 1 || strings.ContainsAny(strings.ReplaceAll(runs[0].Input, "\r\n", ""), "\r\n") {
 							t.Errorf("filter runs %d, input with bare CR/LF: %q", len(runs), runs)
 						}
 					},

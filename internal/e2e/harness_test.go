@@ -587,14 +587,6 @@ func (f *filterScript) one(t testing.TB, m mark) filterRun {
 	return rs[0]
 }
 
-// none checks that the filter did not run (after m).
-func (f *filterScript) none(t testing.TB, m mark) {
-	t.Helper()
-	if rs := f.runsSince(t, m); len(rs) != 0 {
-		t.Errorf("filter ran %d times, expected never", len(rs))
-	}
-}
-
 // baseEnv is a filter environment for alice -> bob on this harness.
 func (h *harness) baseEnv() map[string]string {
 	return map[string]string{
