@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/natstest"
 	"github.com/sluice-mail/sluice/internal/s3test"
 	"github.com/sluice-mail/sluice/internal/smtptest"
+	"github.com/sluice-mail/sluice/internal/testproc"
 )
 
 // filterScript records every run in $FAULTS_RUNLOG, one line appended
@@ -62,7 +62,7 @@ type stack struct {
 	up     *upstream
 	runlog string
 	filter string
-	launch *launcher
+	launch *testproc.Launcher
 
 	edges   []*proc
 	workers []*proc
@@ -83,7 +83,7 @@ func newStack(t *testing.T, tm timing, nEdges, nWorkers int) *stack {
 	if err := os.WriteFile(s.runlog, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.launch = newLauncher()
+	s.launch = testproc.NewLauncher()
 	t.Cleanup(s.cleanup)
 
 	// Workers first: they create the stream and consumer with the same
@@ -140,7 +140,7 @@ func (s *stack) cleanup() {
 		s.t.Logf("killing left-over filter process %d", pid)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	s.launch.close()
+	s.launch.Close()
 	if s.t.Failed() {
 		for _, p := range append(append([]*proc(nil), s.edges...), s.workers...) {
 			s.t.Logf("--- end of %s's log (%s):\n%s", p.name, p.log, tail(p.log, 6<<10))
@@ -279,7 +279,7 @@ func (s *stack) start(p *proc) error {
 }
 
 // run starts the process, its output appended to p.log.
-func (p *proc) run(l *launcher, args ...string) error {
+func (p *proc) run(l *testproc.Launcher, args ...string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil {
@@ -294,8 +294,7 @@ func (p *proc) run(l *launcher, args ...string) error {
 	cmd := exec.Command(p.bin, args...)
 	cmd.Env = p.env
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = sysProcAttr()
-	if err := l.start(cmd); err != nil {
+	if err := l.Start(cmd, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("starting %s: %w", p.name, err)
 	}
 	done := make(chan struct{})
@@ -468,34 +467,6 @@ func lastLines(b []byte, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// launcher starts processes from one goroutine locked to its OS thread:
-// Pdeathsig fires when the thread that forked a child ends, and the Go
-// runtime ends a thread whose locked goroutine exits. The thread ends
-// with close, after every process stopped.
-type launcher struct {
-	reqs chan func()
-	once sync.Once
-}
-
-func newLauncher() *launcher {
-	l := &launcher{reqs: make(chan func())}
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		for f := range l.reqs {
-			f()
-		}
-	}()
-	return l
-}
-
-func (l *launcher) start(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	l.reqs <- func() { errc <- cmd.Start() }
-	return <-errc
-}
-
-func (l *launcher) close() { l.once.Do(func() { close(l.reqs) }) }
 
 // upstream is the edges' OutAddress: a fixed loopback port relayed to the
 // current recording smtptest.Server, so that the upstream can go down

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +26,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+	"github.com/sluice-mail/sluice/internal/testproc"
 )
 
 // Bounds on waiting for the servers; generous because CI machines are
@@ -102,7 +102,7 @@ type Cluster struct {
 	bin    string
 	dir    string
 	set    settings
-	launch *launcher
+	launch *testproc.Launcher
 
 	nkeySeedFile string
 	nkeyPublic   string
@@ -144,7 +144,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 			t.Fatalf("natstest: %v", err)
 		}
 	}
-	c.launch = newLauncher()
+	c.launch = testproc.NewLauncher()
 	t.Cleanup(c.cleanup)
 
 	// A free port can be taken between choosing and binding it: try again
@@ -318,8 +318,7 @@ func (c *Cluster) startNode(i int) error {
 	fmt.Fprintf(logf, "=== natstest: starting %s %s\n", c.bin, nd.ConfigFile)
 	cmd := exec.Command(c.bin, "-c", nd.ConfigFile)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = sysProcAttr()
-	if err := c.launch.start(cmd); err != nil {
+	if err := c.launch.Start(cmd, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("starting nats-server %s: %w", nd.Name, err)
 	}
 	done := make(chan struct{})
@@ -551,7 +550,7 @@ func (c *Cluster) cleanup() {
 		}
 	}
 	c.eachNode(func(i int) { c.signalNode(i, syscall.SIGTERM, stopTimeout) })
-	c.launch.close()
+	c.launch.Close()
 }
 
 // tail returns the end of a log file.
@@ -572,30 +571,3 @@ func tail(name string) string {
 	}
 	return string(b)
 }
-
-// launcher starts processes from one goroutine locked to its OS thread:
-// Pdeathsig fires when the thread that forked a child ends, and the Go
-// runtime may otherwise end that thread while the child still runs. The
-// thread ends with close, after the cluster stopped every process.
-type launcher struct {
-	reqs chan func()
-}
-
-func newLauncher() *launcher {
-	l := &launcher{reqs: make(chan func())}
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		for f := range l.reqs {
-			f()
-		}
-	}()
-	return l
-}
-
-func (l *launcher) start(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	l.reqs <- func() { errc <- cmd.Start() }
-	return <-errc
-}
-
-func (l *launcher) close() { close(l.reqs) }

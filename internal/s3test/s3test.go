@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/sluice-mail/sluice/internal/testproc"
 	"net"
 	"net/http"
 	"os"
@@ -149,12 +150,13 @@ func (s *Server) Start() error {
 	var out syncBuffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	launch := testproc.NewLauncher()
+	if err := launch.Start(cmd, syscall.SIGTERM); err != nil {
+		launch.Close()
 		return fmt.Errorf("starting versitygw: %w", err)
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { cmd.Wait(); launch.Close(); close(done) }()
 
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(readyTimeout)
