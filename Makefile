@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 export PATH := $(PATH):$(GOBIN):/usr/sbin
 
-.PHONY: all build test test-deps race fuzz lint proto run bench compat cluster cluster-stop clean
+.PHONY: all build test test-deps quick fuzz lint proto run bench compat cluster cluster-stop clean
 
 all: build
 
@@ -16,15 +16,17 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 # Installs the third-party software the tests run against (swaks, Postfix's
-# smtp-sink/smtp-source, versitygw, nats-server), then runs every test.
+# smtp-sink/smtp-source, versitygw, nats-server), then runs every test
+# with the race detector.
 test: test-deps
-	$(GO) test -count=1 -timeout 40m ./...
+	$(GO) test -race -count=1 -timeout 40m ./...
 
 test-deps:
 	deploy/local/test-deps.sh
 
-race: test-deps
-	$(GO) test -race -count=1 -timeout 40m ./...
+# Without the race detector: quicker to build.
+quick: test-deps
+	$(GO) test -count=1 -timeout 40m ./...
 
 # Each fuzz target for a while (FUZZTIME=30s by default).
 FUZZTIME ?= 30s
