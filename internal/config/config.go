@@ -32,11 +32,15 @@ type Role int
 const (
 	Edge   Role = iota // holds SMTP sessions; needs OutAddress
 	Worker             // runs filters; ignores Listen and OutAddress
+	Replay             // reads the store and runs filters; needs neither OutAddress nor nats.url
 )
 
 func (r Role) String() string {
-	if r == Worker {
+	switch r {
+	case Worker:
 		return "worker"
+	case Replay:
+		return "replay"
 	}
 	return "edge"
 }
@@ -602,7 +606,7 @@ func (l *loader) buildSluice(c *Config) {
 	if l.role == Edge && !n.Embedded() && s.Type == StoreFS {
 		l.warn("store.type is fs with an external NATS server: workers elsewhere must see the same store.dir")
 	}
-	runsFilters := w.Slots > 0 && c.FilterCommand != "" && c.FilterType != FilterTypeReject
+	runsFilters := (w.Slots > 0 || l.role == Replay) && c.FilterCommand != "" && c.FilterType != FilterTypeReject
 	// Only a warning: the directory may appear later (a tmpfs mounted
 	// after start-up), and until then each filter run fails with a 4xx,
 	// which senders retry (compat scenario j13).

@@ -140,10 +140,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 	e.slots = make(chan struct{}, cfg.MaxConnections)
 	bgctx, bgStop := context.WithCancel(context.Background())
 	e.bgStop = bgStop
-	if cfg.Retention > 0 {
-		e.bg.Add(1)
-		go func() { defer e.bg.Done(); e.sweep(bgctx) }()
-	}
+	e.bg.Add(1)
+	go func() { defer e.bg.Done(); e.sweep(bgctx) }()
 	e.acceptWG.Add(1)
 	go e.accept()
 	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", cfg.OutAddress.String(),
@@ -364,11 +362,18 @@ func (e *Edge) dialUpstream(ctx context.Context, c net.Conn) (*upstream.Conn, er
 }
 
 // sweep deletes stored messages older than the retention period, hourly.
+// With retention 0 each transaction deletes its own copies; the sweep
+// then removes what a worker still wrote after the edge had given up on
+// it (a verdict past its deadline), a day later.
 func (e *Edge) sweep(ctx context.Context) {
+	keep := e.cfg.Retention
+	if keep == 0 {
+		keep = 24 * time.Hour
+	}
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		n, err := blob.Sweep(ctx, e.store, time.Now().Add(-e.cfg.Retention), e.log)
+		n, err := blob.Sweep(ctx, e.store, time.Now().Add(-keep), e.log)
 		if err != nil && ctx.Err() == nil {
 			e.log.Warn("retention sweep failed", "err", err)
 		} else if n > 0 {

@@ -129,7 +129,7 @@ func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.
 	}()
 
 	ran := time.Now()
-	res, runErr := filter.Run(ctx, w.Filter, envOf(job), in, pw)
+	res, runErr := filter.Run(ctx, w.Filter, EnvOf(job), in, pw)
 	w.Metrics.FilterRan(time.Since(ran))
 	if runErr == nil && res.Action == filter.Accept {
 		pw.Close()
@@ -147,6 +147,22 @@ func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.
 		return storeFailure(fmt.Errorf("store filtered message: %w", p.err))
 	}
 
+	v, err := VerdictOf(res)
+	if err != nil {
+		log.Error("filter returned an unknown action", "action", int(res.Action))
+		return storeFailure(err)
+	}
+	if v.Action == sluicev1.Verdict_ACTION_ACCEPT {
+		v.DeliverKey = job.GetFilteredKey()
+		v.DeliverSize = p.n
+	}
+	return v
+}
+
+// VerdictOf maps a filter's result to the verdict a worker answers with;
+// for an accept the caller fills in DeliverKey and DeliverSize. Replay
+// uses it too, so that old and new verdicts compare like for like.
+func VerdictOf(res filter.Result) (*sluicev1.Verdict, error) {
 	v := &sluicev1.Verdict{
 		Reply:    res.Reply,
 		Status:   res.Status,
@@ -157,8 +173,6 @@ func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.
 	case filter.Accept:
 		v.Action = sluicev1.Verdict_ACTION_ACCEPT
 		v.Reply = ""
-		v.DeliverKey = job.GetFilteredKey()
-		v.DeliverSize = p.n
 	case filter.Reject:
 		v.Action = sluicev1.Verdict_ACTION_REJECT
 	case filter.Drop:
@@ -166,10 +180,9 @@ func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.
 	case filter.TempFail:
 		v.Action = sluicev1.Verdict_ACTION_TEMPFAIL
 	default:
-		log.Error("filter returned an unknown action", "action", int(res.Action))
-		return storeFailure(fmt.Errorf("filter returned unknown action %d", res.Action))
+		return nil, fmt.Errorf("filter returned unknown action %d", res.Action)
 	}
-	return v
+	return v, nil
 }
 
 // errNotDelivered aborts the Put of a filter output nobody will deliver.
@@ -185,7 +198,8 @@ func storeFailure(err error) *sluicev1.Verdict {
 	}
 }
 
-func envOf(job *sluicev1.FilterJob) filter.Env {
+// EnvOf is the filter environment of a job's message, as the edge saw it.
+func EnvOf(job *sluicev1.FilterJob) filter.Env {
 	return filter.Env{
 		Sender:     job.Sender, // nil when no MAIL was accepted
 		Recipients: job.GetRecipients(),
@@ -208,6 +222,20 @@ func LoadRecord(ctx context.Context, store blob.Store, job *sluicev1.FilterJob) 
 	if key == "" {
 		return nil, blob.ErrNotFound
 	}
+	rec, err := ReadRecord(ctx, store, key)
+	if err != nil {
+		return nil, err
+	}
+	if id := rec.GetJob().GetMessageId(); id != job.GetMessageId() {
+		return nil, fmt.Errorf("verdict record is for message %q", id)
+	}
+	return rec.Verdict, nil
+}
+
+// ReadRecord reads and decodes the verdict record at key, or returns
+// blob.ErrNotFound. The record has a verdict with an action; replay reads
+// the job's envelope from it too.
+func ReadRecord(ctx context.Context, store blob.Store, key string) (*sluicev1.VerdictRecord, error) {
 	rc, err := store.Get(ctx, key)
 	if err != nil {
 		return nil, err
@@ -227,10 +255,7 @@ func LoadRecord(ctx context.Context, store blob.Store, job *sluicev1.FilterJob) 
 	if rec.Verdict == nil || rec.Verdict.Action == sluicev1.Verdict_ACTION_UNSPECIFIED {
 		return nil, errors.New("verdict record without a verdict")
 	}
-	if id := rec.GetJob().GetMessageId(); id != job.GetMessageId() {
-		return nil, fmt.Errorf("verdict record is for message %q", id)
-	}
-	return rec.Verdict, nil
+	return &rec, nil
 }
 
 func (w *Worker) storeRecord(ctx context.Context, job *sluicev1.FilterJob, v *sluicev1.Verdict) error {
