@@ -39,7 +39,7 @@ func inputIn(h *harness, m *mark, wants []string) func(*testing.T, []filterRun) 
 		if !slices.Contains(wants, runs[0].Input) {
 			t.Fatalf("filter read %q, expected one of %q", runs[0].Input, wants)
 		}
-		h.deliveredSince(t, *m, txn(stuff(runs[0].Input)))
+		h.deliveredSince(t, *m, txn(smtptest.Stuff(runs[0].Input)))
 	}
 }
 
@@ -124,7 +124,7 @@ func TestData(t *testing.T) {
 	for _, tc := range tests {
 		d := dialog{name: tc.name, steps: mailSteps(tc.raw, qd1), up: []string{cMAIL, cRCPT, cDATA}}
 		if tc.filter != "" || tc.raw == "" {
-			d.delivered = []smtptest.Transaction{txn(stuff(tc.filter))}
+			d.delivered = []smtptest.Transaction{txn(smtptest.Stuff(tc.filter))}
 			d.check = inputIs(tc.filter)
 		} else {
 			var m mark

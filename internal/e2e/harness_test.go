@@ -300,17 +300,6 @@ func txn(data string) smtptest.Transaction {
 	return smtptest.Transaction{Mail: "<alice@example.com>", Rcpts: []string{"<bob@example.com>"}, Data: []byte(data)}
 }
 
-// stuff dot-stuffs a CRLF message for the wire.
-func stuff(m string) string {
-	lines := strings.SplitAfter(m, "\r\n")
-	for i, l := range lines {
-		if strings.HasPrefix(l, ".") {
-			lines[i] = "." + l
-		}
-	}
-	return strings.Join(lines, "")
-}
-
 func eqLines(t testing.TB, what string, got, want []string) {
 	t.Helper()
 	if !slices.Equal(got, want) {

@@ -38,7 +38,7 @@ func TestHeader(t *testing.T) {
 			f := newFilter(t, `cat "$d/input"`)
 			h := start(t, smtptest.Config{}, "FilterCommand: "+f.Cmd, "Header: "+tc.header)
 			c := h.hello(t)
-			sendAlice(t, c, stuff(tc.body), smtptest.Queued(1, 1))
+			sendAlice(t, c, smtptest.Stuff(tc.body), smtptest.Queued(1, 1))
 			c.CmdLine("QUIT", smtptest.ReplyBye)
 			got := string(h.delivered(t, smtptest.Transaction{Mail: "<alice@example.com>", Rcpts: []string{"<bob@example.com>"}})[0].Data)
 			want := tc.want
@@ -54,8 +54,8 @@ func TestHeader(t *testing.T) {
 				}
 				want = strings.Replace(want, "<DATE>", mm[1], 1)
 			}
-			if got != stuff(want) {
-				t.Errorf("delivered\n got %q\nwant %q", got, stuff(want))
+			if got != smtptest.Stuff(want) {
+				t.Errorf("delivered\n got %q\nwant %q", got, smtptest.Stuff(want))
 			}
 			if r := f.one(t, mark{}); r.Input != tc.body {
 				t.Errorf("the filter saw %q, expected the message without the header", r.Input)

@@ -128,7 +128,7 @@ func populate(t *testing.T, filterCmd, filterType string, wantCode func(mail) in
 			c.CmdExpect("RCPT TO:<"+r+">", 250)
 		}
 		c.CmdExpect("DATA", 354)
-		c.Write([]byte(stuff(m.body) + ".\r\n"))
+		c.Write([]byte(smtptest.Stuff(m.body) + ".\r\n"))
 		if got := c.Read(); got.Code != wantCode(m) {
 			t.Fatalf("%s: reply to the final dot %q, want %d", m.name, got, wantCode(m))
 		}
@@ -165,17 +165,6 @@ func populate(t *testing.T, filterCmd, filterType string, wantCode func(mail) in
 		t.Fatalf("found %d stored messages, want %d: %v", len(ids), len(mails), ids)
 	}
 	return cfg, ids, day
-}
-
-// stuff dot-stuffs body for DATA.
-func stuff(body string) string {
-	lines := strings.SplitAfter(body, "\r\n")
-	for i, l := range lines {
-		if strings.HasPrefix(l, ".") {
-			lines[i] = "." + l
-		}
-	}
-	return strings.Join(lines, "")
 }
 
 func openTestStore(t *testing.T, cfg *config.Config) blob.Store {

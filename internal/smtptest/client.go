@@ -239,3 +239,15 @@ func Lines(b []byte) []string {
 	}
 	return out
 }
+
+// Stuff dot-stuffs a CRLF message for sending after DATA: every line that
+// starts with "." gets another one.
+func Stuff(m string) string {
+	lines := strings.SplitAfter(m, "\r\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, ".") {
+			lines[i] = "." + l
+		}
+	}
+	return strings.Join(lines, "")
+}
