@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"errors"
+	"io/fs"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +148,24 @@ func TestShutdownStalledData(t *testing.T) {
 				t.Fatalf("delivered %d messages", len(ms))
 			}
 		})
+	}
+}
+
+// The embedded JetStream store lives under data_dir while the edge runs
+// (jobs are on disk) and is removed by a clean shutdown: it only ever
+// holds jobs of sessions that are gone.
+func TestShutdownRemovesEmbeddedStore(t *testing.T) {
+	t.Parallel()
+	h := start(t, smtptest.Config{}, "FilterCommand: cat")
+	c := h.hello(t)
+	sendAlice(t, c, "Subject: x\r\n\r\nbody\r\n", smtptest.Queued(1, 1))
+	c.CmdExpect("QUIT", 221)
+	dirs, err := filepath.Glob(filepath.Join(h.dataDir, "nats", "edge-*", "jetstream"))
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("embedded JetStream store while running: %v, %v", dirs, err)
+	}
+	h.shutdown(10 * time.Second)
+	if _, err := os.Stat(dirs[0]); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after shutdown %s: %v", dirs[0], err)
 	}
 }

@@ -43,6 +43,7 @@ type Edge struct {
 	q     *queue.Queue
 	sub   *queue.Submitter
 
+	natsDir  string                 // the embedded server's JetStream store, "" with an external NATS
 	mon      *monitor.Server        // nil when http_listen is off
 	metrics  *monitor.EdgeMetrics   // nil: nothing counted
 	wmetrics *monitor.WorkerMetrics // in-process workers
@@ -116,6 +117,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 	qo.Name = "sluice-edge"
 	if len(cfg.NATS.URLs) == 0 {
 		qo.StoreDir = filepath.Join(cfg.DataDir, "nats", instanceName(cfg.Listen.String()))
+		e.natsDir = qo.StoreDir
 		qo.Listen = cfg.NATS.Listen
 	}
 	if e.q, err = queue.Open(ctx, qo); err != nil {
@@ -415,6 +417,16 @@ func (e *Edge) Shutdown(ctx context.Context) {
 		<-done
 	}
 	e.closeBackends()
+	if e.natsDir != "" {
+		// The embedded stream only ever holds jobs whose sessions are now
+		// gone: after a restart their deadlines have passed. Nothing in it
+		// is worth keeping, and one directory per listen address would
+		// otherwise pile up. Only after a clean run: this edge held the
+		// listen address, so no other edge uses the directory.
+		if err := os.RemoveAll(e.natsDir); err != nil {
+			e.log.Warn("removing the embedded JetStream store", "dir", e.natsDir, "err", err)
+		}
+	}
 }
 
 func (e *Edge) closeBackends() {
@@ -432,6 +444,7 @@ func (e *Edge) closeBackends() {
 	if e.q != nil {
 		e.q.Close()
 	}
+
 	if e.mon != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
