@@ -43,8 +43,11 @@ lint:
 	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	staticcheck ./...
 
-# Regenerates proto/sluice/v1/*.pb.go (needs protoc: apt-get install protobuf-compiler).
+# Regenerates proto/sluice/v1/*.pb.go with Debian's protoc and a pinned
+# protoc-gen-go (installed when missing).
 proto:
+	@command -v protoc >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y protobuf-compiler >/dev/null; } || \
+	  { echo "make proto needs protoc: apt-get install protobuf-compiler" >&2; exit 1; }
 	@command -v protoc-gen-go >/dev/null || $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	protoc -I proto -I /usr/include --go_out=proto --go_opt=paths=source_relative proto/sluice/v1/sluice.proto
 
