@@ -444,11 +444,15 @@ func TestDeduplication(t *testing.T) {
 }
 
 func TestSlowHandlerNotRedelivered(t *testing.T) {
-	q := open(t, Options{AckWait: time.Second})
+	// The handler runs for three AckWaits; heartbeats every AckWait/3
+	// keep the job. AckWait is 2 s rather than less so that a loaded
+	// machine (CI runs this under the race detector beside other
+	// packages) does not miss a heartbeat window.
+	q := open(t, Options{AckWait: 2 * time.Second})
 	var calls atomic.Int32
 	consume(t, q, 2, func(ctx context.Context, job *sluicev1.FilterJob, attempt uint32) *sluicev1.Verdict {
 		calls.Add(1)
-		time.Sleep(3 * time.Second)
+		time.Sleep(6 * time.Second)
 		return accept("w")(ctx, job, attempt)
 	})
 	s := submitter(t, q, "edge1")
@@ -457,7 +461,7 @@ func TestSlowHandlerNotRedelivered(t *testing.T) {
 		t.Errorf("attempt %d, want 1", v.Attempt)
 	}
 	// A redelivery would have reached the second, free slot by now.
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
 	if n := calls.Load(); n != 1 {
 		t.Errorf("handler ran %d times; the job was redelivered", n)
 	}
