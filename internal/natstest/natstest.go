@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+
 	"github.com/sluice-mail/sluice/internal/testproc"
 )
 

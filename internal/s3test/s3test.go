@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/sluice-mail/sluice/internal/testproc"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-mail/sluice/internal/testproc"
 )
 
 // InstallHint says how to get the server.
