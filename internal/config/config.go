@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -136,9 +137,61 @@ type Config struct {
 	LogFormat       LogFormat
 	HTTPListen      string // host:port for health, readiness, metrics; "" = off
 
-	NATS   NATS
-	Store  Store
-	Worker WorkerSettings
+	Limits   Limits
+	XForward XForward
+	NATS     NATS
+	Store    Store
+	Filter   FilterSettings
+	Worker   WorkerSettings
+}
+
+// NULBytes is what the edge does with a NUL byte inside DATA.
+type NULBytes string
+
+const (
+	NULReject NULBytes = "reject" // message refused after it was read to its end
+	NULKeep   NULBytes = "keep"   // passed on as it is, as proxsmtpd does
+)
+
+// Limits are what one client may cost the edge: they keep a hostile or
+// broken client from holding sessions, slots or memory for long.
+type Limits struct {
+	RecipientLimit     int           // recipients per message; more get 452 4.5.3
+	HardErrorLimit     int           // errors in one session before 421
+	RejectEarlyTalkers bool          // a client that talks before the greeting gets 554
+	NULBytes           NULBytes      // NUL inside DATA
+	CommandDeadline    time.Duration // total time for one command line
+	DataDeadline       time.Duration // total time for DATA, before data_min_rate extends it
+	DataMinRate        int64         // bytes per second that extend DataDeadline; 0 = none
+	PerClient          int           // sessions per client address; 0 = no limit
+	PerClientExempt    []netip.Prefix
+}
+
+// XForward is whose XFORWARD the edge believes.
+type XForward struct {
+	Trusted []netip.Prefix // empty: nobody
+}
+
+// TrustedXForward reports whether ip may send XFORWARD.
+func (x XForward) TrustedXForward(ip netip.Addr) bool { return containsAddr(x.Trusted, ip) }
+
+// Exempt reports whether ip is exempt from the per-client limit.
+func (l Limits) Exempt(ip netip.Addr) bool { return containsAddr(l.PerClientExempt, ip) }
+
+func containsAddr(ps []netip.Prefix, ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range ps {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// FilterSettings are what a worker applies around the FilterCommand.
+type FilterSettings struct {
+	EnvAllow      []string // the only variables a filter inherits (NAME or PREFIX*); empty = all but sluice's own
+	MaxOutputSize int64    // largest filtered message; 0 = unlimited
 }
 
 // NATS is how to reach the job queue.
@@ -465,6 +518,9 @@ func (l *loader) buildSluice(c *Config) {
 		}
 	}
 
+	l.buildLimits(c)
+	l.buildFilter(c)
+
 	n := &c.NATS
 	n.URLs = splitList(l.text("nats.url"))
 	for _, u := range n.URLs {
@@ -615,6 +671,72 @@ func (l *loader) buildSluice(c *Config) {
 			l.warn("TempDirectory: " + err.Error() + "; filter runs will fail with 451 until it is usable")
 		}
 	}
+}
+
+// buildLimits reads what one client may cost the edge.
+func (l *loader) buildLimits(c *Config) {
+	lim := &c.Limits
+	lim.RecipientLimit = l.integer("recipient_limit", 1, 100000)
+	lim.HardErrorLimit = l.integer("hard_error_limit", 1, 1000)
+	lim.RejectEarlyTalkers = l.boolean("reject_early_talkers")
+	switch v := strings.ToLower(strings.TrimSpace(l.text("nul_bytes"))); v {
+	case "reject", "keep":
+		lim.NULBytes = NULBytes(v)
+	default:
+		l.failf("nul_bytes", "must be reject or keep, not %q", l.text("nul_bytes"))
+	}
+	lim.CommandDeadline = l.duration("command_deadline")
+	if lim.CommandDeadline <= 0 {
+		l.failf("command_deadline", "must be positive")
+	}
+	lim.DataDeadline = l.duration("data_deadline")
+	if lim.DataDeadline <= 0 {
+		l.failf("data_deadline", "must be positive")
+	}
+	lim.DataMinRate = l.size("data_min_rate")
+	if l.explicit("max_connections_per_client") {
+		lim.PerClient = l.integer("max_connections_per_client", 0, 10239)
+	} else {
+		lim.PerClient = (c.MaxConnections + 1) / 2
+	}
+	lim.PerClientExempt = l.prefixes("client_limit_exceptions")
+	c.XForward.Trusted = l.prefixes("xforward.trusted")
+}
+
+// buildFilter reads what a worker applies around the FilterCommand.
+func (l *loader) buildFilter(c *Config) {
+	f := &c.Filter
+	for _, name := range splitList(l.text("filter.env_allow")) {
+		if err := checkEnvPattern(name); err != nil {
+			l.failf("filter.env_allow", "%v", err)
+		}
+		f.EnvAllow = append(f.EnvAllow, name)
+	}
+	if l.explicit("filter.max_output_size") {
+		f.MaxOutputSize = l.size("filter.max_output_size")
+	} else {
+		f.MaxOutputSize = c.MaxMessageSize
+	}
+}
+
+// prefixes reads a list of networks (CIDR, or a single address); "none"
+// is the empty list, which an empty value cannot say (it means the
+// default).
+func (l *loader) prefixes(key string) []netip.Prefix {
+	list := splitList(l.text(key))
+	if len(list) == 1 && strings.EqualFold(list[0], "none") {
+		return nil
+	}
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		p, err := parsePrefix(s)
+		if err != nil {
+			l.failf(key, "%v", err)
+			return nil
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // checkWritableDir is for TempDirectory: a missing directory should show

@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -105,6 +107,18 @@ func TestDefaults(t *testing.T) {
 		{"S3.CreateBucket", c.Store.S3.CreateBucket, false},
 		{"S3.PartSize", c.Store.S3.PartSize, int64(16 << 20)},
 		{"Worker.Slots", c.Worker.Slots, workerSlots},
+		{"Limits.RecipientLimit", c.Limits.RecipientLimit, 1000},
+		{"Limits.HardErrorLimit", c.Limits.HardErrorLimit, 20},
+		{"Limits.RejectEarlyTalkers", c.Limits.RejectEarlyTalkers, true},
+		{"Limits.NULBytes", c.Limits.NULBytes, NULReject},
+		{"Limits.CommandDeadline", c.Limits.CommandDeadline, 5 * time.Minute},
+		{"Limits.DataDeadline", c.Limits.DataDeadline, 10 * time.Minute},
+		{"Limits.DataMinRate", c.Limits.DataMinRate, int64(1024)},
+		{"Limits.PerClient", c.Limits.PerClient, 32},
+		{"Limits.PerClientExempt", fmt.Sprint(c.Limits.PerClientExempt), "[127.0.0.0/8 ::1/128]"},
+		{"XForward.Trusted", fmt.Sprint(c.XForward.Trusted), "[127.0.0.0/8 ::1/128]"},
+		{"Filter.EnvAllow", len(c.Filter.EnvAllow), 0},
+		{"Filter.MaxOutputSize", c.Filter.MaxOutputSize, int64(64 << 20)},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -507,6 +521,18 @@ func TestSluiceErrors(t *testing.T) {
 		{"SLUICE_STORE_S3_BUCKET=ab", "store.s3.bucket: invalid bucket name"},
 		{"SLUICE_STORE_S3_TLS=maybe", "store.s3.tls: must be a boolean"},
 		{"SLUICE_STORE_S3_PART_SIZE=1MiB", "store.s3.part_size: must be between 5MiB and 5GiB"},
+		{"SLUICE_RECIPIENT_LIMIT=0", "recipient_limit: must be at least 1"},
+		{"SLUICE_HARD_ERROR_LIMIT=x", "hard_error_limit: must be an integer"},
+		{"SLUICE_REJECT_EARLY_TALKERS=maybe", "reject_early_talkers: must be a boolean"},
+		{"SLUICE_NUL_BYTES=strip", "nul_bytes: must be reject or keep"},
+		{"SLUICE_COMMAND_DEADLINE=0", "command_deadline: must be positive"},
+		{"SLUICE_DATA_DEADLINE=0s", "data_deadline: must be positive"},
+		{"SLUICE_DATA_MIN_RATE=fast", "data_min_rate: invalid size"},
+		{"SLUICE_MAX_CONNECTIONS_PER_CLIENT=-1", "max_connections_per_client: must be between 0 and 10239"},
+		{"SLUICE_CLIENT_LIMIT_EXCEPTIONS=10.0.0.0/33", `client_limit_exceptions: invalid network "10.0.0.0/33"`},
+		{"SLUICE_XFORWARD_TRUSTED=localhost", `xforward.trusted: invalid network "localhost"`},
+		{"SLUICE_FILTER_ENV_ALLOW=PATH,A-B", `filter.env_allow: invalid variable name "A-B"`},
+		{"SLUICE_FILTER_MAX_OUTPUT_SIZE=big", "filter.max_output_size: invalid size"},
 		{"SLUICE_WORKER_SLOTS=-1", "worker.slots: must be at least 0"},
 		{"SLUICE_WORKER_SLOTS=100000", "worker.slots: must be at most 65536"},
 		{"SLUICE_WORKER_SLOTS=0", "worker.slots: must be at least 1 when the embedded NATS server opens no port"},
@@ -588,6 +614,21 @@ func TestSluiceValues(t *testing.T) {
 		}},
 		{[]string{"SLUICE_FILTERCOMMAND=tr a-z A-Z | sed \"s/${X}/\\\\1/\""}, func(c *Config) bool {
 			return c.FilterCommand == `tr a-z A-Z | sed "s/${X}/\\1/"`
+		}},
+		{[]string{"SLUICE_XFORWARD_TRUSTED=none", "SLUICE_CLIENT_LIMIT_EXCEPTIONS=192.0.2.1, 2001:db8::/32,::ffff:10.1.2.3"}, func(c *Config) bool {
+			return len(c.XForward.Trusted) == 0 && !c.XForward.TrustedXForward(netip.MustParseAddr("127.0.0.1")) &&
+				fmt.Sprint(c.Limits.PerClientExempt) == "[192.0.2.1/32 2001:db8::/32 10.1.2.3/32]" &&
+				c.Limits.Exempt(netip.MustParseAddr("::ffff:192.0.2.1")) && !c.Limits.Exempt(netip.MustParseAddr("192.0.2.2"))
+		}},
+		{[]string{"SLUICE_MAXCONNECTIONS=9"}, func(c *Config) bool { return c.Limits.PerClient == 5 }},
+		{[]string{"SLUICE_MAX_CONNECTIONS_PER_CLIENT=0"}, func(c *Config) bool { return c.Limits.PerClient == 0 }},
+		{[]string{"SLUICE_MAX_MESSAGE_SIZE=1M"}, func(c *Config) bool { return c.Filter.MaxOutputSize == 1<<20 }},
+		{[]string{"SLUICE_MAX_MESSAGE_SIZE=1M", "SLUICE_FILTER_MAX_OUTPUT_SIZE=0"}, func(c *Config) bool { return c.Filter.MaxOutputSize == 0 }},
+		{[]string{"SLUICE_FILTER_ENV_ALLOW=PATH, LC_*,SPAMD_HOST"}, func(c *Config) bool {
+			return slices.Equal(c.Filter.EnvAllow, []string{"PATH", "LC_*", "SPAMD_HOST"})
+		}},
+		{[]string{"SLUICE_NUL_BYTES=Keep", "SLUICE_REJECT_EARLY_TALKERS=off", "SLUICE_DATA_MIN_RATE=0", "SLUICE_DATA_DEADLINE=1h"}, func(c *Config) bool {
+			return c.Limits.NULBytes == NULKeep && !c.Limits.RejectEarlyTalkers && c.Limits.DataMinRate == 0 && c.Limits.DataDeadline == time.Hour
 		}},
 		{[]string{"SLUICE_XCLIENT=on", "SLUICE_MAXCONNECTIONS=100", "SLUICE_SKIP=authenticated", "SLUICE_HEADER=X-A: %i"}, func(c *Config) bool {
 			return c.XClient && c.MaxConnections == 100 && c.SkipAuthenticated && c.Header == "X-A: %i"

@@ -56,6 +56,16 @@ var settings = []setting{
 	{key: "job_timeout", kind: kindDuration, help: "how long the edge waits for a verdict (default: FilterTimeout + nats.ack_wait + 30s, at most 9m)"},
 	{key: "log_format", def: "text", help: "text or json"},
 	{key: "http_listen", help: "host:port for health, readiness and metrics; empty = off"},
+	{key: "recipient_limit", kind: kindInt, def: "1000", help: "recipients accepted per message; more get 452 4.5.3"},
+	{key: "hard_error_limit", kind: kindInt, def: "20", help: "errors and unknown commands before a session is closed with 421"},
+	{key: "reject_early_talkers", kind: kindBool, def: "true", help: "refuse clients that send before the greeting"},
+	{key: "nul_bytes", def: "reject", help: "NUL bytes inside DATA: reject or keep"},
+	{key: "command_deadline", kind: kindDuration, def: "5m", help: "total time to receive one command line"},
+	{key: "data_deadline", kind: kindDuration, def: "10m", help: "total time to receive a message, extended by data_min_rate"},
+	{key: "data_min_rate", kind: kindSize, def: "1KiB", help: "bytes per second that extend data_deadline; 0 = a fixed deadline"},
+	{key: "max_connections_per_client", kind: kindInt, help: "sessions one client address may hold (default: half of MaxConnections)"},
+	{key: "client_limit_exceptions", kind: kindList, def: "127.0.0.0/8,::1/128", help: "client networks exempt from max_connections_per_client; none = no exceptions"},
+	{key: "xforward.trusted", kind: kindList, def: "127.0.0.0/8,::1/128", help: "client networks whose XFORWARD is believed; none = nobody"},
 	{key: "nats.url", kind: kindList, help: "NATS server URLs, comma-separated; empty = embedded server"},
 	{key: "nats.listen", help: "host:port where the embedded server accepts clients; empty = in-process only"},
 	{key: "nats.stream", def: "SLUICE_JOBS", help: "JetStream stream holding filter jobs"},
@@ -86,12 +96,14 @@ var settings = []setting{
 	{key: "store.s3.path_style", kind: kindBool, def: "true", help: "path-style bucket URLs"},
 	{key: "store.s3.create_bucket", kind: kindBool, def: "false", help: "create the bucket at start-up if missing"},
 	{key: "store.s3.part_size", kind: kindSize, def: "16MiB", help: "multipart upload part size, at least 5MiB"},
+	{key: "filter.env_allow", kind: kindList, help: "the only environment variables a filter inherits (NAME or PREFIX*); empty = all but sluice's own and credentials"},
+	{key: "filter.max_output_size", kind: kindSize, help: "largest filtered message delivered (default: max_message_size); 0 = unlimited"},
 	{key: "worker.slots", kind: kindInt, help: "concurrent filter runs in this process (default: see docs/configuration.md)"},
 }
 
 // groups are the nested maps of the YAML form; "nats:" with every entry
 // commented out is null, not an unknown setting.
-var groups = map[string]bool{"nats": true, "store": true, "store.s3": true, "worker": true}
+var groups = map[string]bool{"nats": true, "store": true, "store.s3": true, "worker": true, "xforward": true, "filter": true}
 
 // lookup returns the setting for a lower-case key.
 func lookup(key string) (setting, bool) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -263,4 +264,37 @@ func checkHostname(s string) error {
 
 func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// parsePrefix reads a network as "addr/bits" or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid network %q (want CIDR such as 192.0.2.0/24)", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid network %q (want CIDR such as 192.0.2.0/24)", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// checkEnvPattern accepts an environment variable name, or a prefix
+// followed by '*'.
+func checkEnvPattern(s string) error {
+	name := strings.TrimSuffix(s, "*")
+	if name == "" && s != "*" {
+		return fmt.Errorf("empty variable name")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(isAlnum(c) || c == '_') {
+			return fmt.Errorf("invalid variable name %q", s)
+		}
+	}
+	return nil
 }
