@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -218,6 +219,33 @@ type NATS struct {
 
 // Embedded reports whether no external NATS server is configured.
 func (n NATS) Embedded() bool { return len(n.URLs) == 0 }
+
+// RedactedURLs is URLs for logs: a password (or a token in the user
+// part) becomes "xxxxx".
+func (n NATS) RedactedURLs() []string {
+	out := make([]string, len(n.URLs))
+	for i, s := range n.URLs {
+		out[i] = redactURL(s)
+	}
+	return out
+}
+
+func redactURL(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+		u.User = url.User("xxxxx") // nats://TOKEN@host
+		return u.String()
+	}
+	// Without a scheme ("user:pass@host:4222") url.Parse fails: keep the
+	// host only.
+	return "xxxxx@" + s[at+1:]
+}
 
 // Store is where message bodies go.
 type Store struct {

@@ -677,6 +677,15 @@ func TestFlagsForSluiceSettings(t *testing.T) {
 	}
 }
 
+// Issue 6: a password in nats.url never reaches a log line.
+func TestRedactedURLs(t *testing.T) {
+	n := NATS{URLs: []string{"nats://u:s3cret@h1:4222", "tls://t0ken@h2:4443", "nats://h3:4222", "u:s3cret@h4:4222", "h5:4222"}}
+	want := []string{"nats://u:xxxxx@h1:4222", "tls://xxxxx@h2:4443", "nats://h3:4222", "xxxxx@h4:4222", "h5:4222"}
+	if got := n.RedactedURLs(); !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 func TestAWSFallback(t *testing.T) {
 	p := writeConf(t, "proxsmtpd.conf", "OutAddress: 2525\nstore.s3.endpoint: 127.0.0.1:9000\n")
 	aws := []string{"AWS_ACCESS_KEY_ID=AKIA", "AWS_SECRET_ACCESS_KEY=SECRET", "AWS_SESSION_TOKEN=TOKEN", "AWS_DEFAULT_REGION=eu-west-1"}

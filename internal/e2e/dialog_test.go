@@ -140,10 +140,15 @@ func ehloReplyFor(h *harness) string {
 	}
 	texts := []string{edgeHost}
 	for _, e := range exts {
-		kw, _, _ := strings.Cut(e, " ")
+		kw, param, _ := strings.Cut(e, " ")
 		switch strings.ToUpper(kw) {
 		case "PIPELINING", "STARTTLS", "CHUNKING", "BINARYMIME", "CHECKPOINT", "XCLIENT", "XEXCH50":
 			continue
+		case "SIZE":
+			// Issue 6: never more than max_message_size.
+			if n, _ := strconv.ParseInt(param, 10, 64); h.cfg.MaxMessageSize > 0 && (n == 0 || n > h.cfg.MaxMessageSize) {
+				e = kw + " " + strconv.FormatInt(h.cfg.MaxMessageSize, 10)
+			}
 		}
 		texts = append(texts, e)
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"testing"
 
 	"github.com/sluice-mail/sluice/internal/smtptest"
@@ -155,22 +156,28 @@ func envelopeDialogs(h *harness) []dialog {
 }
 
 // B19, COMPAT 6: how SENDER and RECIPIENTS are taken from MAIL and RCPT.
+// The upstream gets the path as the edge read it (issue 6), which is the
+// client's line unless that had spaces after the colon or a source route.
 func TestAddressExtraction(t *testing.T) {
 	t.Parallel()
 	f := newFilter(t, `cat "$d/input"`)
 	h := start(t, smtptest.Config{}, "FilterCommand: "+f.Cmd)
 	tests := []struct {
 		name, mail, rcpt string
-		sender, rcpts    string // expected SENDER, RECIPIENTS; "*" any value without control characters
+		sender, rcpts    string // expected SENDER, RECIPIENTS
+		upMail, upRcpt   string // what the upstream gets, when not mail and rcpt
 	}{
-		{"null sender", "MAIL FROM:<>", "RCPT TO:<bob@example.com>", "<>", "bob@example.com"},
-		{"null sender with parameter", "MAIL FROM:<> SIZE=100", "RCPT TO:<bob@example.com>", "<>", "bob@example.com"},
-		{"d06 case kept, parameters dropped", "MAIL FROM:<Alice@Example.COM> BODY=8BITMIME", "RCPT TO:<Dave@Example.COM> NOTIFY=SUCCESS ORCPT=rfc822;dave@example.com", "Alice@Example.COM", "Dave@Example.COM"},
-		{"d06 lower-case verbs, space after colon", "mail from: <alice@example.com>", "rcpt to: <bob@example.com>", "alice@example.com", "bob@example.com"},
-		{"d07 unbracketed with parameter", "MAIL FROM:alice@example.com SIZE=10", "RCPT TO:carol.x@example.com NOTIFY=NEVER", "alice@example.com", "carol.x@example.com"},
-		{"source route", "MAIL FROM:<@relay.example:alice@example.com>", "RCPT TO:<bob@example.com>", "@relay.example:alice@example.com", "bob@example.com"},
-		{"control character", "MAIL FROM:<ali\x01ce@example.com>", "RCPT TO:<bob\x1b@example.com>", "*", "*"},
-		{"tab", "MAIL FROM:<alice\t@example.com>", "RCPT TO:<bob@example.com>", "*", "bob@example.com"},
+		{"null sender", "MAIL FROM:<>", "RCPT TO:<bob@example.com>", "<>", "bob@example.com", "", ""},
+		{"null sender with parameter", "MAIL FROM:<> SIZE=100", "RCPT TO:<bob@example.com>", "<>", "bob@example.com", "", ""},
+		{"d06 case kept, parameters dropped", "MAIL FROM:<Alice@Example.COM> BODY=8BITMIME", "RCPT TO:<Dave@Example.COM> NOTIFY=SUCCESS ORCPT=rfc822;dave@example.com", "Alice@Example.COM", "Dave@Example.COM", "", ""},
+		{"d06 lower-case verbs, space after colon", "mail from: <alice@example.com>", "rcpt to: <bob@example.com>", "alice@example.com", "bob@example.com",
+			"mail from:<alice@example.com>", "rcpt to:<bob@example.com>"},
+		{"d07 unbracketed with parameter", "MAIL FROM:alice@example.com SIZE=10", "RCPT TO:carol.x@example.com NOTIFY=NEVER", "alice@example.com", "carol.x@example.com", "", ""},
+		{"source route dropped", "MAIL FROM:<@relay.example:alice@example.com>", "RCPT TO:<@a.example,@b.example:bob@example.com>", "alice@example.com", "bob@example.com",
+			"MAIL FROM:<alice@example.com>", "RCPT TO:<bob@example.com>"},
+		{"quoted local part", `MAIL FROM:<"al ice"@example.com>`, `RCPT TO:<"b>b"@example.com>`, `"al ice"@example.com`, `"b>b"@example.com`, "", ""},
+		{"tabs between parameters", "MAIL FROM:<alice@example.com>\tSIZE=10\tBODY=8BITMIME", "RCPT TO:<bob@example.com>", "alice@example.com", "bob@example.com",
+			"MAIL FROM:<alice@example.com> SIZE=10 BODY=8BITMIME", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,7 +189,8 @@ func TestAddressExtraction(t *testing.T) {
 			c.Write([]byte(msg1 + ".\r\n"))
 			c.ExpectLine(smtptest.Queued(m.sessions+1, 1))
 			c.CmdLine("QUIT", smtptest.ReplyBye)
-			h.commandsSince(t, m, cEHLO, tc.mail+"\r\n", tc.rcpt+"\r\n", cDATA, cQUIT)
+			upMail, upRcpt := cmp.Or(tc.upMail, tc.mail), cmp.Or(tc.upRcpt, tc.rcpt)
+			h.commandsSince(t, m, cEHLO, upMail+"\r\n", upRcpt+"\r\n", cDATA, cQUIT)
 			env := h.baseEnv()
 			env["SENDER"], env["RECIPIENTS"] = tc.sender, tc.rcpts
 			checkEnv(t, f.one(t, m), env)
@@ -218,8 +226,8 @@ func TestXForward(t *testing.T) {
 		{"UNAVAILABLE is no value", []string{"XFORWARD ADDR=[UNAVAILABLE] HELO=[UNAVAILABLE]"}, ae()},
 		{"later line wins", []string{"XFORWARD ADDR=192.0.2.1", "XFORWARD ADDR=192.0.2.2"}, ae("REMOTE", "192.0.2.2")},
 		{"no attributes", []string{"XFORWARD PROTO=ESMTP"}, ae()},
-		// COMPAT 6: control characters never reach the environment.
-		{"control character", []string{"XFORWARD ADDR=192.0.2.16 HELO=bad\x01helo.example"}, ae("REMOTE", "192.0.2.16")},
+		// COMPAT 6: control characters never reach the environment (a
+		// raw one refuses the whole line: TestHiddenCommands).
 		{"xtext-encoded control character", []string{"XFORWARD ADDR=192.0.2.17 HELO=bad+0Ahelo.example"}, ae("REMOTE", "192.0.2.17")},
 	}
 	for _, tc := range tests {

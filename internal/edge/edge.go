@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -55,6 +56,7 @@ type Edge struct {
 
 	mu       sync.Mutex
 	sessions map[*session.Session]struct{}
+	perIP    map[netip.Addr]int // sessions per client address, for max_connections_per_client
 	active   sync.WaitGroup
 	slots    chan struct{}
 	connID   atomic.Uint32
@@ -65,7 +67,7 @@ type Edge struct {
 // Start brings every part up and listens once the edge can filter: NATS,
 // the store and (in the single-process default) the workers are ready.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, error) {
-	e := &Edge{cfg: cfg, log: log, sessions: map[*session.Session]struct{}{}}
+	e := &Edge{cfg: cfg, log: log, sessions: map[*session.Session]struct{}{}, perIP: map[netip.Addr]int{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -87,7 +89,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 		XClient:           cfg.XClient,
 		MaxMessageSize:    cfg.MaxMessageSize,
 		RejectBare:        cfg.BareLineEndings == "reject",
+		RejectNUL:         cfg.Limits.NULBytes == config.NULReject,
 		Header:            hdr,
+
+		RecipientLimit:     cfg.Limits.RecipientLimit,
+		HardErrorLimit:     cfg.Limits.HardErrorLimit,
+		RejectEarlyTalkers: cfg.Limits.RejectEarlyTalkers,
+		CommandDeadline:    cfg.Limits.CommandDeadline,
+		DataDeadline:       cfg.Limits.DataDeadline,
+		DataMinRate:        cfg.Limits.DataMinRate,
+		XForwardTrusted:    cfg.XForward.TrustedXForward,
 	}
 
 	var err error
@@ -106,6 +117,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 		}
 	}
 	e.scfg.OnMessage = e.metrics.Message
+	e.scfg.OnLimit = e.metrics.Limit
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -178,7 +190,7 @@ func natsDescription(cfg *config.Config) string {
 		}
 		return "embedded"
 	}
-	return strings.Join(cfg.NATS.URLs, ",")
+	return strings.Join(cfg.NATS.RedactedURLs(), ",")
 }
 
 func storeDescription(cfg *config.Config) string {
@@ -304,8 +316,50 @@ func (e *Edge) accept() {
 			go session.Refuse(c, "421 Server busy, too many connections")
 			continue
 		}
+		ip, ok := e.admitClient(c)
+		if !ok {
+			<-e.slots
+			e.metrics.Connection(monitor.ConnPerClient)
+			e.log.Warn("too many connections from one client, sent busy response",
+				"max", e.cfg.Limits.PerClient, "client", c.RemoteAddr().String())
+			go session.Refuse(c, "421 4.7.0 Error: too many connections from "+ip.String())
+			continue
+		}
 		e.active.Add(1)
-		go e.serve(c)
+		go func() {
+			defer e.releaseClient(ip)
+			e.serve(c)
+		}()
+	}
+}
+
+// admitClient counts a new session of c's client address against
+// max_connections_per_client: one address holding every session, at a
+// byte every TimeOut, would otherwise lock all other senders out.
+func (e *Edge) admitClient(c net.Conn) (netip.Addr, bool) {
+	ip := session.PolicyAddr(c.RemoteAddr())
+	lim := e.cfg.Limits
+	if lim.PerClient == 0 || lim.Exempt(ip) {
+		return netip.Addr{}, true
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.perIP[ip] >= lim.PerClient {
+		return ip, false
+	}
+	e.perIP[ip]++
+	return ip, true
+}
+
+// releaseClient ends a session counted by admitClient.
+func (e *Edge) releaseClient(ip netip.Addr) {
+	if !ip.IsValid() {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.perIP[ip]--; e.perIP[ip] <= 0 {
+		delete(e.perIP, ip)
 	}
 }
 

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -26,7 +27,9 @@ import (
 //
 //	sluice_edge_sessions_active          gauge: client connections being served
 //	sluice_edge_connections_total{result} counter: result = accepted, busy (421, MaxConnections),
+//	                                     per_client (421, max_connections_per_client),
 //	                                     upstream_unreachable (OutAddress did not answer)
+//	sluice_edge_limits_total{limit}      counter: commands or sessions a limit ended, limit = one of Limits
 //	sluice_edge_messages_total{status}   counter: one per DATA attempt, status = one of Statuses
 //	sluice_edge_verdict_wait_seconds     histogram: from job publish to verdict, for verdicts received
 //	sluice_edge_message_bytes            histogram: size of each message received (as stored)
@@ -46,6 +49,7 @@ const (
 const (
 	ConnAccepted            = "accepted"
 	ConnBusy                = "busy"
+	ConnPerClient           = "per_client"
 	ConnUpstreamUnreachable = "upstream_unreachable"
 )
 
@@ -61,13 +65,21 @@ const (
 	StatusTooBig          = "too_big"          // over MaxMessageSize
 	StatusBareLineEnding  = "bare_line_ending" // refused for a bare CR or LF
 	StatusClientGone      = "client_gone"      // the client went away mid-DATA
+	StatusDeadline        = "deadline"         // the client took longer than data_deadline
+	StatusNUL             = "nul_byte"         // refused for a NUL byte (nul_bytes: reject)
 )
 
 // Statuses lists every message status, in a stable order.
 var Statuses = []string{
 	StatusFiltered, StatusRejected, StatusDropped, StatusTempFail, StatusSkipped,
 	StatusUpstreamRefused, StatusUpstreamError, StatusTooBig, StatusBareLineEnding, StatusClientGone,
+	StatusDeadline, StatusNUL,
 }
+
+// Limits lists the values of sluice_edge_limits_total's limit label: the
+// session's Limit* names.
+var Limits = []string{"command_deadline", "data_deadline", "hard_error_limit", "early_talker",
+	"recipient_limit", "message_size", "xforward_untrusted"}
 
 // sessionStatuses maps the session's log statuses to metric statuses.
 var sessionStatuses = map[string]string{
@@ -82,6 +94,8 @@ var sessionStatuses = map[string]string{
 	"TOO-BIG":          StatusTooBig,
 	"BARE-LINE-ENDING": StatusBareLineEnding,
 	"CLIENT-GONE":      StatusClientGone,
+	"DEADLINE":         StatusDeadline,
+	"NUL-BYTE":         StatusNUL,
 }
 
 // MessageStatus maps the status of the session's per-message log line to
@@ -220,6 +234,7 @@ func (m *WorkerMetrics) AddSlots(n int) {
 type EdgeMetrics struct {
 	sessions    prometheus.Gauge
 	connections *prometheus.CounterVec
+	limits      *prometheus.CounterVec
 	messages    *prometheus.CounterVec
 	verdictWait prometheus.Histogram
 	size        prometheus.Histogram
@@ -234,8 +249,12 @@ func NewEdgeMetrics(reg prometheus.Registerer) *EdgeMetrics {
 		}),
 		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_edge_connections_total",
-			Help: "Client connections, by result: accepted, busy (over MaxConnections), upstream_unreachable.",
+			Help: "Client connections, by result: accepted, busy (over MaxConnections), per_client (over max_connections_per_client), upstream_unreachable.",
 		}, []string{"result"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_edge_limits_total",
+			Help: "Commands or sessions ended by a limit: deadlines, error and recipient limits, early talkers, declared sizes, untrusted XFORWARD.",
+		}, []string{"limit"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_edge_messages_total",
 			Help: "Messages (DATA attempts), by how they ended.",
@@ -251,9 +270,12 @@ func NewEdgeMetrics(reg prometheus.Registerer) *EdgeMetrics {
 			Buckets: sizeBuckets,
 		}),
 	}
-	reg.MustRegister(m.sessions, m.connections, m.messages, m.verdictWait, m.size)
-	for _, r := range []string{ConnAccepted, ConnBusy, ConnUpstreamUnreachable} {
+	reg.MustRegister(m.sessions, m.connections, m.limits, m.messages, m.verdictWait, m.size)
+	for _, r := range []string{ConnAccepted, ConnBusy, ConnPerClient, ConnUpstreamUnreachable} {
 		m.connections.WithLabelValues(r)
+	}
+	for _, l := range Limits {
+		m.limits.WithLabelValues(l)
 	}
 	for _, s := range Statuses {
 		m.messages.WithLabelValues(s)
@@ -283,11 +305,19 @@ func (m *EdgeMetrics) Connection(result string) {
 		return
 	}
 	switch result {
-	case ConnAccepted, ConnBusy, ConnUpstreamUnreachable:
+	case ConnAccepted, ConnBusy, ConnPerClient, ConnUpstreamUnreachable:
 	default:
 		return // keep the label's values fixed
 	}
 	m.connections.WithLabelValues(result).Inc()
+}
+
+// Limit counts a command or session a limit ended (one of Limits).
+func (m *EdgeMetrics) Limit(limit string) {
+	if m == nil || !slices.Contains(Limits, limit) {
+		return
+	}
+	m.limits.WithLabelValues(limit).Inc()
 }
 
 // Message counts one DATA attempt by its session status (see

@@ -2,32 +2,90 @@ package session
 
 import (
 	"errors"
+	"net"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 // errInterrupted is returned by a read that Drain or Stop cut short.
 var errInterrupted = errors.New("session: read interrupted")
 
+// errDeadline is returned by a read past the budget of the command line or
+// message being read (CommandDeadline, DataDeadline).
+var errDeadline = errors.New("session: deadline exceeded")
+
 // clientConn applies TimeOut to every read and write on the client
-// connection, and lets another goroutine interrupt a blocked read.
+// connection, and a total budget to a command line or a message, and lets
+// another goroutine interrupt a blocked read.
+//
+// TimeOut alone would let a client hold a session for ever by sending a
+// byte every TimeOut; the budget ends that (issue 6).
 type clientConn struct {
 	s    *Session
 	intr atomic.Bool
+
+	// The budget: reads fail with errDeadline once end, extended by
+	// perByte for every byte read since, has passed. Zero end: none. Only
+	// the session's goroutine touches these.
+	end     time.Time
+	perByte time.Duration
+	n       int64
+}
+
+// setBudget starts a budget of d, extended by one second for every rate
+// bytes read; d == 0 means none.
+func (c *clientConn) setBudget(d time.Duration, rate int64) {
+	c.end, c.perByte, c.n = time.Time{}, 0, 0
+	if d <= 0 {
+		return
+	}
+	c.end = time.Now().Add(d)
+	if rate > 0 {
+		c.perByte = time.Second / time.Duration(rate)
+	}
+}
+
+func (c *clientConn) clearBudget() { c.end = time.Time{} }
+
+// limit is when the budget runs out, zero for none.
+func (c *clientConn) limit() time.Time {
+	if c.end.IsZero() {
+		return c.end
+	}
+	return c.end.Add(time.Duration(c.n) * c.perByte)
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {
+	now := time.Now()
+	var d time.Time
 	if t := c.s.cfg.TimeOut; t > 0 {
-		_ = c.s.conn.SetReadDeadline(time.Now().Add(t))
+		d = now.Add(t)
 	}
+	limit := c.limit()
+	if !limit.IsZero() {
+		if !now.Before(limit) {
+			return 0, errDeadline
+		}
+		if d.IsZero() || limit.Before(d) {
+			d = limit
+		}
+	}
+	_ = c.s.conn.SetReadDeadline(d)
 	// Checked after setting the deadline: interrupt sets the flag before
 	// moving the deadline, so one of the two always wins.
 	if c.intr.Load() {
 		return 0, errInterrupted
 	}
 	n, err := c.s.conn.Read(p)
-	if err != nil && c.intr.Load() {
+	c.n += int64(n)
+	switch {
+	case err == nil:
+	case c.intr.Load():
 		return n, errInterrupted
+	case !limit.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(c.limit()):
+		return n, errDeadline
 	}
 	return n, err
 }
@@ -47,3 +105,23 @@ func (c *clientConn) interrupt() {
 func (c *clientConn) interrupted() bool { return c.intr.Load() }
 
 func (c *clientConn) clearInterrupt() { c.intr.Store(false) }
+
+// pendingInput reports whether the client has sent anything the edge has
+// not read, without reading it or waiting.
+func pendingInput(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	_ = rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	})
+	return n > 0
+}

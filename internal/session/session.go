@@ -17,6 +17,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -38,13 +40,38 @@ type Config struct {
 	XClient           bool            // send XCLIENT ADDR= when the upstream offers it
 	MaxMessageSize    int64           // decoded bytes; 0 = no limit
 	RejectBare        bool            // refuse bare CR/LF in DATA instead of normalising
+	RejectNUL         bool            // refuse NUL bytes in DATA instead of passing them on
 	Header            header.Template // added to delivered mail
+
+	// Limits on what one client may cost (see docs/configuration.md).
+	RecipientLimit     int                   // recipients per message; 0 = none
+	HardErrorLimit     int                   // errors before 421; 0 = none
+	RejectEarlyTalkers bool                  // 554 to a client that talks before the greeting
+	CommandDeadline    time.Duration         // total time for one command line; 0 = none
+	DataDeadline       time.Duration         // total time for a message; 0 = none
+	DataMinRate        int64                 // bytes per second that extend DataDeadline
+	XForwardTrusted    func(netip.Addr) bool // whose XFORWARD is believed; nil = nobody
+
+	// OnLimit, if set, is called when a limit ends a command or a session
+	// (one of the Limit* names).
+	OnLimit func(limit string)
 
 	// OnMessage, if set, is called with the status of every DATA attempt
 	// as logged (FILTERED, REJECTED, ...; CLIENT-GONE for a client that
 	// vanished mid-DATA, which proxsmtpd logs as FILTER-ERROR).
 	OnMessage func(status string)
 }
+
+// Limits that end a command or a session, as passed to OnLimit.
+const (
+	LimitCommandDeadline = "command_deadline"
+	LimitDataDeadline    = "data_deadline"
+	LimitHardErrors      = "hard_error_limit"
+	LimitEarlyTalker     = "early_talker"
+	LimitRecipients      = "recipient_limit"
+	LimitMessageSize     = "message_size"
+	LimitXForward        = "xforward_untrusted"
+)
 
 // Envelope is what the pipeline needs to know of one message.
 type Envelope struct {
@@ -90,6 +117,15 @@ const (
 	replyNoXClient    = "554 Insufficient authorization"
 	replyLineTooLong  = "500 Line too long"
 	replyBadLine      = "500 Invalid characters in command line"
+	replyMailSyntax   = "501 5.5.4 Syntax: MAIL FROM:<address>"
+	replyRcptSyntax   = "501 5.5.4 Syntax: RCPT TO:<address>"
+	replyBadSender    = "501 5.1.7 Bad sender address syntax"
+	replyBadRcpt      = "501 5.1.3 Bad recipient address syntax"
+	replyTooManyRcpts = "452 4.5.3 Error: too many recipients"
+	replySizeDeclared = "552 5.3.4 Message size exceeds fixed limit"
+	replyNoXForward   = "550 5.7.0 Error: insufficient XFORWARD authorization"
+	replyEarlyTalker  = "554 5.5.1 Error: talked before the greeting"
+	replyNUL          = "554 5.6.0 Message contains NUL bytes"
 	replyNeedMail     = "503 5.5.1 Error: need MAIL command"
 	replyNoRcpt       = "554 5.5.1 Error: no valid recipients"
 	replyTooBig       = "552 5.3.4 Message size exceeds fixed limit"
@@ -99,6 +135,9 @@ const (
 	replyBadVerdict   = "451 Local Error"
 	replyUpstreamGone = "421 4.4.2 %s Lost connection to the next hop"
 	replyIdle         = "421 4.4.2 %s Error: timeout exceeded"
+	replyCmdDeadline  = "421 4.4.2 %s Error: command deadline exceeded"
+	replyDataDeadline = "421 4.4.2 %s Error: data deadline exceeded"
+	replyTooManyErrs  = "421 4.7.0 %s Error: too many errors"
 	replyShutdown     = "421 4.3.2 %s Service shutting down, please try again later"
 	replyUnreachable  = "421 4.4.1 %s Next hop unavailable, please try again later"
 )
@@ -125,6 +164,8 @@ type Session struct {
 	xclientPending bool
 	xclientDone    bool
 	authenticated  bool
+	xforwardOK     bool // the client may send XFORWARD
+	errors         int  // errors so far, for HardErrorLimit
 
 	txn transaction
 
@@ -158,7 +199,23 @@ func New(cfg *Config, pipe Pipeline, log *slog.Logger, id string, conn net.Conn,
 	s.clientIP = hostIP(conn.RemoteAddr())
 	s.localIP = hostIP(conn.LocalAddr())
 	s.log = log.With("conn", id, "client", s.clientIP)
+	s.xforwardOK = cfg.XForwardTrusted != nil && cfg.XForwardTrusted(PolicyAddr(conn.RemoteAddr()))
 	return s
+}
+
+// PolicyAddr is the client address that trust and limits apply to. A
+// client on a Unix socket is on this host and counts as 127.0.0.1.
+func PolicyAddr(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			return ip.Unmap()
+		}
+		return netip.Addr{}
+	case *net.UnixAddr:
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	return netip.Addr{}
 }
 
 func hostIP(a net.Addr) string {
@@ -257,6 +314,15 @@ func (s *Session) greet() error {
 		return errStop
 	}
 	if rep.Code == 220 {
+		if s.cfg.RejectEarlyTalkers && pendingInput(s.conn) {
+			// RFC 5321 4.3.1: a client waits for the greeting. One that
+			// does not is a bot, or pipelines blindly (B17).
+			s.log.Warn("client talked before the greeting")
+			s.limit(LimitEarlyTalker)
+			s.reply(replyEarlyTalker)
+			s.up.Quit()
+			return errStop
+		}
 		// B2: the edge speaks for itself once the upstream is ready.
 		return s.reply(fmt.Sprintf("220 %s ESMTP", s.cfg.Hostname))
 	}
@@ -278,6 +344,9 @@ func (s *Session) reply(line string) error {
 // relay writes the upstream's reply to the client verbatim; a 421 ends the
 // session (B53: the upstream is closing).
 func (s *Session) relay(rep wire.Reply) error {
+	if c := rep.Class(); c == 4 || c == 5 {
+		s.errors++
+	}
 	s.cw.Write(rep.Bytes())
 	if err := s.cw.Flush(); err != nil {
 		return errStop
@@ -286,6 +355,20 @@ func (s *Session) relay(rep wire.Reply) error {
 		return errStop
 	}
 	return nil
+}
+
+// refuse answers a command with one of the edge's own error replies, which
+// count towards HardErrorLimit.
+func (s *Session) refuse(line string) error {
+	s.errors++
+	return s.reply(line)
+}
+
+// limit counts a limit that ended a command or the session.
+func (s *Session) limit(name string) {
+	if s.cfg.OnLimit != nil {
+		s.cfg.OnLimit(name)
+	}
 }
 
 // upstreamLost answers the current command when the upstream failed, and
@@ -316,7 +399,17 @@ func (s *Session) next(ctx context.Context) error {
 		s.up.Quit()
 		return errStop
 	}
-	line, err := wire.ReadLine(s.cr)
+	if s.cfg.HardErrorLimit > 0 && s.errors >= s.cfg.HardErrorLimit {
+		// RFC 5321 4.3.2 lets a server give up on a client that keeps
+		// failing; Postfix's smtpd_hard_error_limit does the same.
+		s.idle.Store(false)
+		s.log.Warn("too many errors", "errors", s.errors)
+		s.limit(LimitHardErrors)
+		s.reply(fmt.Sprintf(replyTooManyErrs, s.cfg.Hostname))
+		s.up.Quit()
+		return errStop
+	}
+	line, err := s.readCommand()
 	s.idle.Store(false)
 	if err == nil && s.client.interrupted() {
 		// Drain interrupted a read that had already got its line: serve
@@ -329,12 +422,18 @@ func (s *Session) next(ctx context.Context) error {
 	switch {
 	case err == nil:
 	case errors.Is(err, wire.ErrLineTooLong):
-		return s.reply(replyLineTooLong)
+		return s.refuse(replyLineTooLong)
 	case errors.Is(err, wire.ErrBadLine):
-		return s.reply(replyBadLine)
+		return s.refuse(replyBadLine)
 	case s.client.interrupted():
 		s.client.clearInterrupt()
 		return nil // the check at the top decides
+	case errors.Is(err, errDeadline):
+		s.log.Info("client exceeded the command deadline", "deadline", s.cfg.CommandDeadline)
+		s.limit(LimitCommandDeadline)
+		s.reply(fmt.Sprintf(replyCmdDeadline, s.cfg.Hostname))
+		s.up.Quit()
+		return errStop
 	case isTimeout(err):
 		s.log.Info("client idle timeout")
 		s.reply(fmt.Sprintf(replyIdle, s.cfg.Hostname))
@@ -344,30 +443,45 @@ func (s *Session) next(ctx context.Context) error {
 		return errStop // client gone (B7, B28)
 	}
 
-	verb, arg := wire.Verb(line)
-	if s.xclientPending && verb != "QUIT" {
+	cmd := wire.ParseCommand(line)
+	if s.xclientPending && cmd.Verb != "QUIT" {
 		if err := s.sendXClient(); err != nil {
 			return err
 		}
 	}
-	switch verb {
+	return s.dispatch(ctx, cmd)
+}
+
+// readCommand reads one command line within CommandDeadline.
+func (s *Session) readCommand() (string, error) {
+	s.client.setBudget(s.cfg.CommandDeadline, 0)
+	defer s.client.clearBudget()
+	return wire.ReadLine(s.cr)
+}
+
+// dispatch handles one command. Every line relayed upstream is the
+// command as the edge understood it (cmd.Line, or rebuilt from a parsed
+// path), never the client's raw text: the upstream cannot read a command
+// the edge did not see (issue 6: verbs hidden behind whitespace).
+func (s *Session) dispatch(ctx context.Context, cmd wire.Command) error {
+	switch cmd.Verb {
 	case "EHLO", "HELO":
-		return s.hello(line, verb, arg)
-	case "STARTTLS", "BDAT":
+		return s.hello(cmd)
+	case "STARTTLS", "BDAT", "XEXCH50":
 		// B13: not offered, so not accepted; never relayed.
-		return s.reply(replyNotImpl)
+		return s.refuse(replyNotImpl)
 	case "XCLIENT":
 		// B14: a client may not speak for someone else.
 		s.log.Warn("client attempted use of privileged XCLIENT feature")
-		return s.reply(replyNoXClient)
+		return s.refuse(replyNoXClient)
 	case "MAIL":
-		return s.mail(line)
+		return s.mail(cmd)
 	case "RCPT":
-		return s.rcpt(line)
+		return s.rcpt(cmd)
 	case "DATA":
-		return s.data(ctx, line)
+		return s.data(ctx)
 	case "RSET":
-		rep, err := s.command(line)
+		rep, err := s.command(cmd.Line)
 		if err != nil {
 			return err
 		}
@@ -376,11 +490,11 @@ func (s *Session) next(ctx context.Context) error {
 		}
 		return s.relay(rep)
 	case "XFORWARD":
-		return s.xforward(line, arg)
+		return s.xforward(cmd)
 	case "AUTH":
-		return s.auth(line)
+		return s.auth(cmd.Line)
 	case "QUIT":
-		rep, err := s.command(line)
+		rep, err := s.command(cmd.Line)
 		if err != nil {
 			return err
 		}
@@ -388,7 +502,7 @@ func (s *Session) next(ctx context.Context) error {
 		return errStop
 	}
 	// B12: everything else is relayed, replies verbatim.
-	rep, err := s.command(line)
+	rep, err := s.command(cmd.Line)
 	if err != nil {
 		return err
 	}
@@ -400,8 +514,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (s *Session) hello(line, verb, arg string) error {
-	rep, err := s.command(line)
+func (s *Session) hello(cmd wire.Command) error {
+	rep, err := s.command(cmd.Line)
 	if err != nil {
 		return err
 	}
@@ -410,9 +524,13 @@ func (s *Session) hello(line, verb, arg string) error {
 	}
 	// B11: a new greeting starts over.
 	s.txn.reset()
-	s.helo, s.heloVerb = arg, verb
-	out, offered := wire.FilterEHLO(rep, s.cfg.Hostname)
-	if verb == "EHLO" {
+	s.helo, s.heloVerb = cmd.Arg, cmd.Verb
+	o := wire.EHLOOptions{MaxSize: s.cfg.MaxMessageSize}
+	if !s.xforwardOK {
+		o.Hide = []string{"XFORWARD"}
+	}
+	out, offered := wire.FilterEHLO(rep, s.cfg.Hostname, o)
+	if cmd.Verb == "EHLO" {
 		s.offered = offered
 		// COMPAT 9: XCLIENT only when the upstream says it takes it.
 		if _, ok := offered["XCLIENT"]; ok && s.cfg.XClient && !s.xclientDone {
@@ -457,49 +575,86 @@ func (s *Session) rejectAll() bool {
 	return s.cfg.RejectAll && !(s.cfg.SkipAuthenticated && s.authenticated)
 }
 
-func (s *Session) mail(line string) error {
+func (s *Session) mail(cmd wire.Command) error {
 	if s.rejectAll() {
 		return s.reply(s.cfg.FilterReject) // B44: not forwarded
 	}
-	rep, err := s.command(line)
+	p, err := wire.ParseMail(cmd.Arg)
+	switch {
+	case errors.Is(err, wire.ErrPathSyntax):
+		return s.refuse(replyMailSyntax)
+	case err != nil:
+		return s.refuse(replyBadSender)
+	}
+	if size, ok := p.Param("SIZE"); ok && s.cfg.MaxMessageSize > 0 {
+		// RFC 1870: refuse now what would be refused after the transfer.
+		if n, err := strconv.ParseInt(size, 10, 64); err == nil && n > s.cfg.MaxMessageSize {
+			s.limit(LimitMessageSize)
+			return s.reply(replySizeDeclared)
+		}
+	}
+	rep, err := s.command(verbAs(cmd) + " " + p.Arg())
 	if err != nil {
 		return err
 	}
 	if rep.Class() == 2 {
-		if addr, ok := wire.MailPath(line); ok {
-			// A new transaction: the upstream forgot any earlier recipients.
-			s.txn.sender = &addr
-			s.txn.recipients = nil
-		}
+		// A new transaction: the upstream forgot any earlier recipients.
+		addr := p.Addr
+		s.txn.sender = &addr
+		s.txn.recipients = nil
 	}
 	return s.relay(rep)
 }
 
-func (s *Session) rcpt(line string) error {
+func (s *Session) rcpt(cmd wire.Command) error {
 	if s.rejectAll() {
 		return s.reply(s.cfg.FilterReject)
 	}
-	rep, err := s.command(line)
+	p, err := wire.ParseRcpt(cmd.Arg)
+	switch {
+	case errors.Is(err, wire.ErrPathSyntax):
+		return s.refuse(replyRcptSyntax)
+	case err != nil:
+		return s.refuse(replyBadRcpt)
+	}
+	if n := s.cfg.RecipientLimit; n > 0 && len(s.txn.recipients) >= n {
+		// Not an error of the client's: it sends the rest in another
+		// transaction (RFC 5321 4.5.3.1.8).
+		s.limit(LimitRecipients)
+		return s.reply(replyTooManyRcpts)
+	}
+	rep, err := s.command(verbAs(cmd) + " " + p.Arg())
 	if err != nil {
 		return err
 	}
 	if rep.Class() == 2 {
-		if addr, ok := wire.RcptPath(line); ok {
-			s.txn.recipients = append(s.txn.recipients, addr)
-		}
+		s.txn.recipients = append(s.txn.recipients, p.Addr)
 	}
 	return s.relay(rep)
 }
 
-func (s *Session) xforward(line, arg string) error {
-	rep, err := s.command(line)
+// verbAs is the verb as the client wrote it.
+func verbAs(cmd wire.Command) string {
+	verb, _, _ := strings.Cut(cmd.Line, " ")
+	return verb
+}
+
+func (s *Session) xforward(cmd wire.Command) error {
+	if !s.xforwardOK {
+		// Only a trusted MTA may say who its client was; anyone else
+		// would choose the filter's REMOTE and the upstream's log.
+		s.log.Warn("XFORWARD from an untrusted client refused")
+		s.limit(LimitXForward)
+		return s.refuse(replyNoXForward)
+	}
+	rep, err := s.command(cmd.Line)
 	if err != nil {
 		return err
 	}
 	if rep.Class() == 2 {
 		// B47: attributes accumulate over XFORWARD lines, for one
 		// transaction.
-		attrs := wire.ParseXForward(arg)
+		attrs := wire.ParseXForward(cmd.Arg)
 		if v, ok := attrs["ADDR"]; ok {
 			s.txn.remoteAddr = &v
 		}
@@ -521,7 +676,7 @@ func (s *Session) auth(line string) error {
 		if err := s.relay(rep); err != nil {
 			return err
 		}
-		resp, err := wire.ReadLine(s.cr)
+		resp, err := s.readCommand()
 		if err != nil {
 			if !errors.Is(err, wire.ErrLineTooLong) && !errors.Is(err, wire.ErrBadLine) {
 				return errStop
@@ -580,7 +735,7 @@ func (s *Session) logMessageAs(m *Message, status, counted string, attrs ...any)
 }
 
 // data handles DATA: checks, then the skip path or the filtered path.
-func (s *Session) data(ctx context.Context, line string) error {
+func (s *Session) data(ctx context.Context) error {
 	if s.rejectAll() {
 		// B44: refused, and the upstream's transaction reset.
 		err := s.reply(s.cfg.FilterReject)
@@ -593,14 +748,14 @@ func (s *Session) data(ctx context.Context, line string) error {
 		return err
 	}
 	if s.cfg.SkipAuthenticated && s.authenticated {
-		return s.skip(line)
+		return s.skip()
 	}
 	// COMPAT 4: no 354 for a message nobody can receive.
 	if !s.txn.open() {
-		return s.reply(replyNeedMail)
+		return s.refuse(replyNeedMail)
 	}
 	if len(s.txn.recipients) == 0 {
-		return s.reply(replyNoRcpt)
+		return s.refuse(replyNoRcpt)
 	}
 	if err := s.reply(replyStartData); err != nil {
 		return err
@@ -629,7 +784,8 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // (COMPAT 3, B54).
 func (s *Session) filtered(ctx context.Context) error {
 	start := time.Now()
-	body := &bodyReader{r: wire.NewDataReader(s.cr, s.cfg.MaxMessageSize, s.cfg.RejectBare)}
+	body := &bodyReader{r: s.dataReader()}
+	s.client.setBudget(s.cfg.DataDeadline, s.cfg.DataMinRate)
 	stopKA := s.up.KeepAlive(s.cfg.KeepAlives) // COMPAT 8: while receiving and filtering
 	m, err := s.pipe.Filter(ctx, s.envelope(), body)
 	stopKA()
@@ -639,34 +795,72 @@ func (s *Session) filtered(ctx context.Context) error {
 	if body.err != io.EOF {
 		// The message was not read to its end: the body failed, or the
 		// pipeline gave up on it. Read the rest, whatever happens.
-		if body.err == nil || errors.Is(body.err, wire.ErrTooBig) || errors.Is(body.err, wire.ErrBareLineEnding) {
+		if body.err == nil || refusable(body.err) {
 			if derr := body.r.Discard(); derr != nil {
 				body.err = derr
 			}
 		}
 	}
+	s.client.clearBudget()
 	switch {
-	case body.err != nil && body.err != io.EOF && !errors.Is(body.err, wire.ErrTooBig) && !errors.Is(body.err, wire.ErrBareLineEnding):
+	case errors.Is(body.err, errDeadline):
+		return s.dataDeadline(m, body.err)
+	case body.err != nil && body.err != io.EOF && !refusable(body.err):
 		// B28: the client went away mid-DATA; nothing to answer, unless
 		// Stop cut it short (COMPAT 7: 421, not a silent close).
 		s.logMessageAs(m, "FILTER-ERROR", "CLIENT-GONE", "err", body.err)
 		s.up.Command("RSET")
 		s.stoppedReply()
 		return errStop
-	case errors.Is(body.err, wire.ErrTooBig):
-		s.up.Command("RSET")
-		s.logMessage(m, "TOO-BIG", "limit", s.cfg.MaxMessageSize)
-		return s.afterRefusal(s.reply(replyTooBig))
-	case errors.Is(body.err, wire.ErrBareLineEnding):
-		s.up.Command("RSET")
-		s.logMessage(m, "BARE-LINE-ENDING")
-		return s.afterRefusal(s.reply(replyBare))
+	case refusable(body.err):
+		return s.refuseBody(m, body.err)
 	case err != nil:
 		s.up.Command("RSET")
 		s.logMessage(m, "FILTER-ERROR", "err", err, "duration", time.Since(start).Round(time.Millisecond))
 		return s.afterRefusal(s.reply(replyTempFail))
 	}
 	return s.act(ctx, m, start)
+}
+
+// dataReader reads the message the client sends after 354.
+func (s *Session) dataReader() *wire.DataReader {
+	dr := wire.NewDataReader(s.cr, s.cfg.MaxMessageSize, s.cfg.RejectBare)
+	if s.cfg.RejectNUL {
+		dr.RejectNUL()
+	}
+	return dr
+}
+
+// refusable reports whether err refuses the message itself (too big, bare
+// line endings, NUL): the client is told why once the message is read.
+func refusable(err error) bool {
+	return errors.Is(err, wire.ErrTooBig) || errors.Is(err, wire.ErrBareLineEnding) || errors.Is(err, wire.ErrNUL)
+}
+
+// refuseBody answers a message refused for what it holds, the upstream's
+// transaction reset.
+func (s *Session) refuseBody(m *Message, err error) error {
+	s.up.Command("RSET")
+	switch {
+	case errors.Is(err, wire.ErrTooBig):
+		s.logMessage(m, "TOO-BIG", "limit", s.cfg.MaxMessageSize)
+		return s.afterRefusal(s.reply(replyTooBig))
+	case errors.Is(err, wire.ErrNUL):
+		s.logMessage(m, "NUL-BYTE")
+		return s.afterRefusal(s.reply(replyNUL))
+	}
+	s.logMessage(m, "BARE-LINE-ENDING")
+	return s.afterRefusal(s.reply(replyBare))
+}
+
+// dataDeadline ends a session whose client took longer than DataDeadline
+// (extended by DataMinRate) to send its message.
+func (s *Session) dataDeadline(m *Message, err error) error {
+	s.logMessage(m, "DEADLINE", "err", err, "deadline", s.cfg.DataDeadline, "min_rate", s.cfg.DataMinRate)
+	s.limit(LimitDataDeadline)
+	s.reply(fmt.Sprintf(replyDataDeadline, s.cfg.Hostname))
+	s.up.Quit()
+	return errStop
 }
 
 // stoppedReply tells a client whose message Stop cut short that the edge
@@ -795,8 +989,8 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 
 // skip relays DATA of an authenticated client straight to the upstream
 // (Skip: authenticated, B49), still enforcing the end-of-data rules.
-func (s *Session) skip(line string) error {
-	rep, err := s.command(line)
+func (s *Session) skip() error {
+	rep, err := s.command("DATA")
 	if err != nil {
 		return err
 	}
@@ -804,7 +998,9 @@ func (s *Session) skip(line string) error {
 		return err
 	}
 	defer s.txn.reset()
-	dr := wire.NewDataReader(s.cr, s.cfg.MaxMessageSize, s.cfg.RejectBare)
+	dr := s.dataReader()
+	s.client.setBudget(s.cfg.DataDeadline, s.cfg.DataMinRate)
+	defer s.client.clearBudget()
 	n, rep, err := s.up.SendData(dr, wire.DataWriterOptions{})
 	if err != nil {
 		var se *upstream.ErrSource
@@ -815,15 +1011,18 @@ func (s *Session) skip(line string) error {
 			return errStop
 		}
 		// The upstream transaction was aborted by closing its connection.
+		if errors.Is(se.Err, errDeadline) {
+			return s.dataDeadline(nil, se.Err)
+		}
 		s.logMessage(nil, "SKIPPED", "err", se.Err)
 		s.stoppedReply()
-		switch {
-		case errors.Is(se.Err, wire.ErrTooBig):
-			if dr.Discard() == nil {
+		if refusable(se.Err) && dr.Discard() == nil {
+			switch {
+			case errors.Is(se.Err, wire.ErrTooBig):
 				s.reply(replyTooBig)
-			}
-		case errors.Is(se.Err, wire.ErrBareLineEnding):
-			if dr.Discard() == nil {
+			case errors.Is(se.Err, wire.ErrNUL):
+				s.reply(replyNUL)
+			default:
 				s.reply(replyBare)
 			}
 		}

@@ -4,16 +4,40 @@ import (
 	"strings"
 )
 
-// Verb splits a command line into its upper-cased first word and the rest
-// after one or more spaces, trailing whitespace trimmed:
-// "MAIL FROM:<a>" gives "MAIL", "FROM:<a>"; "data now" gives "DATA", "now".
-func Verb(line string) (verb, arg string) {
-	line = strings.TrimRight(line, " \t")
-	verb = line
-	if i := strings.IndexByte(line, ' '); i >= 0 {
-		verb, arg = line[:i], strings.TrimLeft(line[i+1:], " ")
+// Command is one command line as the edge reads it, and as it relays it.
+type Command struct {
+	Verb string // the first word, upper-cased
+	Arg  string // the rest after the whitespace that ends the verb, trailing whitespace removed
+	Line string // what goes upstream (see ParseCommand)
+}
+
+// ParseCommand splits a command line the way Postfix's smtpd tokenises it:
+// leading whitespace is skipped and the verb ends at the first space or tab.
+// A line that hid its verb behind whitespace (" RSET", "MAIL\tFROM:") is
+// recognised, and relayed as the verb, one space and Arg, so that the
+// upstream and the edge can never read two different commands in one
+// line. Any other line is relayed as it came (B12).
+func ParseCommand(line string) Command {
+	trimmed := strings.Trim(line, " \t")
+	verb, arg := trimmed, ""
+	if i := strings.IndexAny(trimmed, " \t"); i >= 0 {
+		verb, arg = trimmed[:i], strings.TrimLeft(trimmed[i+1:], " \t")
 	}
-	return upperASCII(verb), arg
+	c := Command{Verb: upperASCII(verb), Arg: arg, Line: line}
+	if plain := strings.HasPrefix(line, verb) && (len(line) == len(verb) || line[len(verb)] == ' '); !plain {
+		c.Line = verb
+		if arg != "" {
+			c.Line += " " + arg
+		}
+	}
+	return c
+}
+
+// Verb is ParseCommand's verb and argument: "MAIL FROM:<a>" gives "MAIL",
+// "FROM:<a>"; "\tdata  now" gives "DATA", "now".
+func Verb(line string) (verb, arg string) {
+	c := ParseCommand(line)
+	return c.Verb, c.Arg
 }
 
 // upperASCII upper-cases ASCII letters only, so that the length and the
@@ -29,49 +53,6 @@ func upperASCII(s string) string {
 			}
 			return string(b)
 		}
-	}
-	return s
-}
-
-// MailPath returns the address of a "MAIL FROM:" line as the filter sees it
-// (SENDER), ok=false if line is not a MAIL FROM line. The verb and "FROM:" are
-// matched case-insensitively, with optional spaces after the colon. The null
-// path gives "<>" (with or without parameters); "<addr> PARAMS" gives addr,
-// the text between the first '<' and the first '>' after it, case preserved;
-// an unbracketed address gives its first whitespace-separated word, so ESMTP
-// parameters are dropped (COMPAT "Do better" 6, B19). Control characters are
-// removed from the result.
-func MailPath(line string) (addr string, ok bool) { return path(line, "MAIL", "FROM:") }
-
-// RcptPath is MailPath for "RCPT TO:" lines.
-func RcptPath(line string) (addr string, ok bool) { return path(line, "RCPT", "TO:") }
-
-func path(line, verb, prefix string) (string, bool) {
-	v, arg := Verb(line)
-	if v != verb || len(arg) < len(prefix) || !strings.EqualFold(arg[:len(prefix)], prefix) {
-		return "", false
-	}
-	rest := strings.TrimLeft(arg[len(prefix):], " \t")
-	var addr string
-	if strings.HasPrefix(rest, "<") {
-		rest = rest[1:]
-		if j := strings.IndexByte(rest, '>'); j >= 0 {
-			addr = rest[:j]
-		} else {
-			addr = firstWord(rest)
-		}
-		if strings.TrimSpace(stripControls(addr)) == "" {
-			return "<>", true
-		}
-	} else {
-		addr = firstWord(rest)
-	}
-	return stripControls(addr), true
-}
-
-func firstWord(s string) string {
-	if i := strings.IndexAny(s, " \t"); i >= 0 {
-		return s[:i]
 	}
 	return s
 }

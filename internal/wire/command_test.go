@@ -2,65 +2,118 @@ package wire
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
-func TestVerb(t *testing.T) {
-	cases := []struct{ line, verb, arg string }{
-		{"MAIL FROM:<a>", "MAIL", "FROM:<a>"},
-		{"data now", "DATA", "now"},
-		{"data", "DATA", ""},
-		{"DATA ", "DATA", ""},
-		{"QUIT\t", "QUIT", ""},
-		{"rcpt   to:<b>  \t", "RCPT", "to:<b>"},
-		{"", "", ""},
-		{"ehlo client.example", "EHLO", "client.example"},
-		{"nOoP é", "NOOP", "é"},
+func TestParseCommand(t *testing.T) {
+	cases := []struct{ line, verb, arg, out string }{
+		{"MAIL FROM:<a>", "MAIL", "FROM:<a>", "MAIL FROM:<a>"},
+		{"data now", "DATA", "now", "data now"},
+		{"data", "DATA", "", "data"},
+		{"DATA ", "DATA", "", "DATA "},
+		{"QUIT\t", "QUIT", "", "QUIT"},
+		{"rcpt   to:<b>  \t", "RCPT", "to:<b>", "rcpt   to:<b>  \t"},
+		{"noop  a  b  ", "NOOP", "a  b", "noop  a  b  "}, // B12: relayed byte for byte
+		{"", "", "", ""},
+		{"ehlo client.example", "EHLO", "client.example", "ehlo client.example"},
+		{"nOoP é", "NOOP", "é", "nOoP é"},
+		// Hidden verbs (issue 6): Postfix skips leading whitespace and
+		// splits at any space or tab, and so does the edge.
+		{" RSET", "RSET", "", "RSET"},
+		{"\t XCLIENT ADDR=10.9.9.9", "XCLIENT", "ADDR=10.9.9.9", "XCLIENT ADDR=10.9.9.9"},
+		{"XCLIENT\tADDR=10.9.9.9", "XCLIENT", "ADDR=10.9.9.9", "XCLIENT ADDR=10.9.9.9"},
+		{"MAIL\tFROM:<s@evil.test>", "MAIL", "FROM:<s@evil.test>", "MAIL FROM:<s@evil.test>"},
+		{"RCPT\t \tTO:<x@local.test>\t", "RCPT", "TO:<x@local.test>", "RCPT TO:<x@local.test>"},
+		{"XFORWARD\tADDR=1.2.3.4\tHELO=x", "XFORWARD", "ADDR=1.2.3.4\tHELO=x", "XFORWARD ADDR=1.2.3.4\tHELO=x"},
 	}
 	for _, tc := range cases {
+		c := ParseCommand(tc.line)
+		if c.Verb != tc.verb || c.Arg != tc.arg || c.Line != tc.out {
+			t.Errorf("ParseCommand(%q) = %+v; want %q, %q, %q", tc.line, c, tc.verb, tc.arg, tc.out)
+		}
 		if v, a := Verb(tc.line); v != tc.verb || a != tc.arg {
-			t.Errorf("Verb(%q) = %q, %q; want %q, %q", tc.line, v, a, tc.verb, tc.arg)
+			t.Errorf("Verb(%q) = %q, %q", tc.line, v, a)
+		}
+		// The relayed line reads the same again: one command, one meaning.
+		if again := ParseCommand(c.Line); again.Verb != c.Verb || again.Arg != c.Arg || again.Line != c.Line {
+			t.Errorf("ParseCommand(%q) = %+v, but its Line reads %+v", tc.line, c, again)
 		}
 	}
 }
 
-func TestMailRcptPath(t *testing.T) {
+func TestParsePath(t *testing.T) {
 	cases := []struct {
-		line string
-		mail bool // MailPath, else RcptPath
-		addr string
-		ok   bool
+		arg    string
+		mail   bool // ParseMail, else ParseRcpt
+		addr   string
+		params []string
+		out    string // Arg()
+		err    error
 	}{
-		{"MAIL FROM:<alice@example.com>", true, "alice@example.com", true},
-		{"mail from: <alice@example.com>", true, "alice@example.com", true},
-		{"MAIL FROM:<>", true, "<>", true},
-		{"MAIL FROM:<> SIZE=10", true, "<>", true},
-		{"MAIL FROM:<> ", true, "<>", true},
-		{"MAIL FROM:< >", true, "<>", true},
-		{"MAIL FROM:alice@example.com SIZE=10", true, "alice@example.com", true}, // d07
-		{"MAIL FROM:<Dave@Example.COM> BODY=8BITMIME", true, "Dave@Example.COM", true},
-		{"MAIL FROM:<a@b", true, "a@b", true},
-		{"MAIL FROM:<a\x01b@c>", true, "ab@c", true},
-		{"MAIL FROM:", true, "", true},
-		{"MAIL TO:<a>", true, "", false},
-		{"MAILFROM:<a>", true, "", false},
-		{"RCPT TO:<a>", true, "", false},
-		{"rcpt to: carol@example.com", false, "carol@example.com", true}, // d06
-		{"RCPT TO:<Dave@Example.COM> NOTIFY=NEVER", false, "Dave@Example.COM", true},
-		{"RCPT TO:<bob@example.com>", false, "bob@example.com", true},
-		{"RCPT TO:<@relay.example:bob@example.com>", false, "@relay.example:bob@example.com", true},
-		{"RCPT TO:<>", false, "<>", true},
-		{"RCPT FROM:<a>", false, "", false},
-		{"MAIL FROM:<a>", false, "", false},
+		{"FROM:<alice@example.com>", true, "alice@example.com", nil, "FROM:<alice@example.com>", nil},
+		{"from: <alice@example.com>", true, "alice@example.com", nil, "from:<alice@example.com>", nil},
+		{"FROM:<>", true, "<>", nil, "FROM:<>", nil},
+		{"FROM:<> SIZE=10", true, "<>", []string{"SIZE=10"}, "FROM:<> SIZE=10", nil},
+		{"FROM:< >", true, "<>", nil, "FROM:<>", nil},
+		{"FROM:alice@example.com SIZE=10", true, "alice@example.com", []string{"SIZE=10"}, "FROM:alice@example.com SIZE=10", nil}, // d07
+		{"FROM:<Dave@Example.COM> BODY=8BITMIME\tSMTPUTF8", true, "Dave@Example.COM", []string{"BODY=8BITMIME", "SMTPUTF8"},
+			"FROM:<Dave@Example.COM> BODY=8BITMIME SMTPUTF8", nil},
+		{`FROM:<"a>b c"@local.test>`, true, `"a>b c"@local.test`, nil, `FROM:<"a>b c"@local.test>`, nil},
+		{`FROM:<"a\"b"@x>`, true, `"a\"b"@x`, nil, `FROM:<"a\"b"@x>`, nil},
+		{"FROM:<üser@bücher.example> SMTPUTF8", true, "üser@bücher.example", []string{"SMTPUTF8"}, "FROM:<üser@bücher.example> SMTPUTF8", nil},
+		{"FROM:<a@[192.0.2.1]>", true, "a@[192.0.2.1]", nil, "FROM:<a@[192.0.2.1]>", nil},
+		{"FROM:<a@[IPv6:2001:db8::1]>", true, "a@[IPv6:2001:db8::1]", nil, "FROM:<a@[IPv6:2001:db8::1]>", nil},
+		{"TO:<postmaster>", false, "postmaster", nil, "TO:<postmaster>", nil},
+		{"to: carol@example.com", false, "carol@example.com", nil, "to:carol@example.com", nil},
+		{"TO:<Dave@Example.COM> NOTIFY=NEVER ORCPT=rfc822;d+2B@x", false, "Dave@Example.COM", []string{"NOTIFY=NEVER", "ORCPT=rfc822;d+2B@x"},
+			"TO:<Dave@Example.COM> NOTIFY=NEVER ORCPT=rfc822;d+2B@x", nil},
+		{"TO:<@relay.example,@b.example:bob@example.com>", false, "bob@example.com", nil, "TO:<bob@example.com>", nil},
+		{"TO:<>", false, "<>", nil, "TO:<>", nil},
+
+		{"FROM:<a@b", true, "", nil, "", ErrAddrSyntax},
+		{"FROM:", true, "", nil, "", ErrPathSyntax},
+		{"FROM: ", true, "", nil, "", ErrPathSyntax},
+		{"TO:<a>", true, "", nil, "", ErrPathSyntax},
+		{"FROM <a>", true, "", nil, "", ErrPathSyntax},
+		{"FROM:<a> <b>", true, "", nil, "", ErrPathSyntax},
+		{"FROM:<a>x", true, "", nil, "", ErrAddrSyntax},
+		{"TO:<a@b>,<c@d>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<a b@c>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<a<b@c>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:a>b@c", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<a@b c@d>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<\"a@b>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<a\x01b@c>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<a@b@c>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<a@>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<@a:>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<@a b:c@d>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<a@[1.2.3.4>", false, "", nil, "", ErrAddrSyntax},
+		{"TO:<a@b> SIZE=", false, "", nil, "", ErrPathSyntax},
+		{"TO:<a@b> =x", false, "", nil, "", ErrPathSyntax},
+		{"TO:<a@b> A=b=c", false, "", nil, "", ErrPathSyntax},
+		{"TO:<" + strings.Repeat("a", 251) + "@b.c>", false, "", nil, "", ErrAddrTooLong},
 	}
 	for _, tc := range cases {
-		f, name := RcptPath, "RcptPath"
+		f, name := ParseRcpt, "ParseRcpt"
 		if tc.mail {
-			f, name = MailPath, "MailPath"
+			f, name = ParseMail, "ParseMail"
 		}
-		if addr, ok := f(tc.line); addr != tc.addr || ok != tc.ok {
-			t.Errorf("%s(%q) = %q, %v; want %q, %v", name, tc.line, addr, ok, tc.addr, tc.ok)
+		p, err := f(tc.arg)
+		if err != tc.err || p.Addr != tc.addr || !reflect.DeepEqual(p.Params, tc.params) || (err == nil && p.Arg() != tc.out) {
+			t.Errorf("%s(%q) = %q %q %q, %v; want %q %q %q, %v", name, tc.arg, p.Addr, p.Params, p.Arg(), err, tc.addr, tc.params, tc.out, tc.err)
 		}
+	}
+	p, _ := ParseMail("FROM:<a@b> size=123 BODY=7BIT RET")
+	if v, ok := p.Param("SIZE"); v != "123" || !ok {
+		t.Errorf("Param(SIZE) = %q, %v", v, ok)
+	}
+	if v, ok := p.Param("ret"); v != "" || !ok {
+		t.Errorf("Param(ret) = %q, %v", v, ok)
+	}
+	if _, ok := p.Param("ENVID"); ok {
+		t.Error("Param(ENVID) present")
 	}
 }
 

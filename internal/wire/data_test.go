@@ -237,6 +237,28 @@ func TestDataRejectBare(t *testing.T) {
 	}
 }
 
+func TestDataRejectNUL(t *testing.T) {
+	stream := "Subject: x\r\n\r\nvirus\x00hidden\r\n.\r\nQUIT\r\n"
+	br := bufio.NewReaderSize(strings.NewReader(stream), 16)
+	d := NewDataReader(br, 0, false)
+	d.RejectNUL()
+	out, err := io.ReadAll(d)
+	if !errors.Is(err, ErrNUL) || string(out) != "Subject: x\r\n\r\nvirus" {
+		t.Fatalf("got %q, %v; want the bytes before the NUL and ErrNUL", out, err)
+	}
+	if err := d.Discard(); err != nil {
+		t.Fatalf("Discard: %v", err)
+	}
+	if rest, _ := io.ReadAll(br); string(rest) != "QUIT\r\n" {
+		t.Fatalf("after Discard: %q", rest)
+	}
+	// Without RejectNUL the NUL is content, as proxsmtpd keeps it (B26).
+	out, err = io.ReadAll(NewDataReader(bufio.NewReader(strings.NewReader(stream)), 0, false))
+	if err != nil || string(out) != "Subject: x\r\n\r\nvirus\x00hidden\r\n" {
+		t.Fatalf("kept: %q %v", out, err)
+	}
+}
+
 func TestDataTooBig(t *testing.T) {
 	msg := scMSG // 160 bytes decoded
 	for _, max := range []int64{int64(len(msg)), int64(len(msg)) + 1, 1000} {

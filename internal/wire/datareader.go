@@ -14,6 +14,9 @@ var (
 	// ErrBareLineEnding: a bare CR or LF was seen and the DataReader rejects
 	// them. The caller calls Discard to read the rest.
 	ErrBareLineEnding = errors.New("wire: bare CR or LF in message data")
+	// ErrNUL: a NUL byte was seen and the DataReader rejects them. The
+	// caller calls Discard to read the rest.
+	ErrNUL = errors.New("wire: NUL byte in message data")
 )
 
 // dstate is where the decoder stands in the raw DATA stream.
@@ -45,6 +48,7 @@ type DataReader struct {
 	r          *bufio.Reader
 	max        int64
 	rejectBare bool
+	rejectNUL  bool
 
 	state      dstate
 	size       int64
@@ -63,10 +67,15 @@ func NewDataReader(r *bufio.Reader, maxSize int64, rejectBare bool) *DataReader 
 	return &DataReader{r: r, max: maxSize, rejectBare: rejectBare}
 }
 
+// RejectNUL makes a NUL byte in the message an error (ErrNUL) instead of
+// content.
+func (d *DataReader) RejectNUL() { d.rejectNUL = true }
+
 // Read yields the decoded message, then io.EOF once the terminating
 // "<CRLF>.<CRLF>" has been consumed. It returns ErrTooBig when the decoded
 // size would exceed the limit, ErrBareLineEnding on the first bare CR/LF
-// when those are rejected (after either the caller calls Discard), read
+// and ErrNUL on the first NUL when those are rejected (after any of these
+// the caller calls Discard), read
 // errors as they are, and io.ErrUnexpectedEOF if the stream ends before the
 // terminator. Errors are sticky.
 func (d *DataReader) Read(p []byte) (int, error) {
@@ -90,6 +99,11 @@ func (d *DataReader) Read(p []byte) (int, error) {
 	if limited && int64(n) > room {
 		n, err = int(room), ErrTooBig
 	}
+	if d.rejectNUL {
+		if i := bytes.IndexByte(p[:n], 0); i >= 0 {
+			n, err = i, ErrNUL
+		}
+	}
 	if err != nil {
 		d.err = err
 	}
@@ -97,14 +111,15 @@ func (d *DataReader) Read(p []byte) (int, error) {
 }
 
 // Discard reads and drops the rest of the message up to and including the
-// terminator, ignoring the size limit and bare line endings. It returns nil
-// once the terminator has been consumed; after ErrTooBig or
-// ErrBareLineEnding it is how the caller gets back in step with the client.
+// terminator, ignoring the size limit, bare line endings and NULs. It
+// returns nil once the terminator has been consumed; after ErrTooBig,
+// ErrBareLineEnding or ErrNUL it is how the caller gets back in step with
+// the client.
 func (d *DataReader) Discard() error {
 	if d.state == dDone {
 		return nil
 	}
-	if d.err != nil && d.err != ErrTooBig && d.err != ErrBareLineEnding {
+	if d.err != nil && d.err != ErrTooBig && d.err != ErrBareLineEnding && d.err != ErrNUL {
 		return d.err
 	}
 	d.err, d.discarding = nil, true

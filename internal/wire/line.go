@@ -7,7 +7,6 @@ package wire
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"io"
 )
@@ -20,17 +19,20 @@ var (
 	// ErrLineTooLong: the line exceeded MaxLine. The rest of the line was
 	// consumed; the caller answers 500 and continues.
 	ErrLineTooLong = errors.New("wire: command line too long")
-	// ErrBadLine: the line held a NUL or a CR not followed by LF. It was
-	// consumed whole; the caller answers 500 (B16).
-	ErrBadLine = errors.New("wire: command line holds NUL or a bare CR")
+	// ErrBadLine: the line held a control character other than a tab
+	// (NUL, a CR not followed by LF, ESC, DEL ...). It was consumed whole;
+	// the caller answers 500 (B16). No command needs one, and an upstream
+	// could read them differently from the edge.
+	ErrBadLine = errors.New("wire: command line holds a control character")
 )
 
 // ReadLine reads one command line ended by CRLF or a bare LF and returns it
 // without the terminator.
 //
 // A line longer than MaxLine is consumed up to and including its LF and
-// reported as ErrLineTooLong; a line with a NUL or a CR that is not
-// immediately followed by LF is consumed whole and reported as ErrBadLine.
+// reported as ErrLineTooLong; a line with a control character other than
+// a tab (a NUL, a CR that is not immediately followed by LF) is consumed
+// whole and reported as ErrBadLine.
 // EOF before any byte gives io.EOF, EOF inside a line io.ErrUnexpectedEOF;
 // other read errors are returned as they are. At most MaxLine bytes are held
 // however long the line is.
@@ -86,8 +88,10 @@ func checkLine(b []byte) (string, error) {
 	if n := len(b); n > 0 && b[n-1] == '\r' {
 		b = b[:n-1]
 	}
-	if bytes.IndexByte(b, 0) >= 0 || bytes.IndexByte(b, '\r') >= 0 {
-		return "", ErrBadLine
+	for _, c := range b {
+		if isControl(c) && c != '\t' {
+			return "", ErrBadLine
+		}
 	}
 	return string(b), nil
 }

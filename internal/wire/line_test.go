@@ -34,6 +34,8 @@ func TestReadLine(t *testing.T) {
 		{"i10 NUL: the line is dropped whole", "NOOP a\x00b\r\nNOOP\r\n", []result{{"", ErrBadLine}, {"NOOP", nil}, {"", io.EOF}}},
 		{"bare CR inside", "NOOP a\rb\r\nNOOP\r\n", []result{{"", ErrBadLine}, {"NOOP", nil}}},
 		{"CR CR LF", "NOOP\r\r\nQUIT\r\n", []result{{"", ErrBadLine}, {"QUIT", nil}}},
+		{"ESC and DEL", "NOOP \x1b[1m\r\nNOOP \x7f\r\nNOOP\ta\r\n", []result{{"", ErrBadLine}, {"", ErrBadLine}, {"NOOP\ta", nil}}},
+		{"vertical tab hides a verb", "\x0bRSET\r\n", []result{{"", ErrBadLine}}},
 		{"CR then bare LF line", "NOOP\r\nx\ry\n", []result{{"NOOP", nil}, {"", ErrBadLine}, {"", io.EOF}}},
 		{"too long and NUL: too long", long(5000, "\r\n")[:100] + "\x00" + long(5000, "\r\n"), []result{{"", ErrLineTooLong}}},
 		{"EOF mid-line", "NOOP", []result{{"", io.ErrUnexpectedEOF}}},

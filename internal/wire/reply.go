@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -201,15 +203,23 @@ func hidden(keyword string) bool {
 	return false
 }
 
+// EHLOOptions are one session's changes to the upstream's extension list.
+type EHLOOptions struct {
+	Hide    []string // keywords not advertised to this client, besides the ones the edge never relays
+	MaxSize int64    // the edge's own size limit: SIZE advertises the smaller of it and the upstream's; 0 = none
+}
+
 // FilterEHLO turns the upstream's successful (2xx) EHLO reply into the reply
 // for the client: the first line's text becomes host, the extensions the edge
 // must not advertise (PIPELINING, STARTTLS, CHUNKING, BINARYMIME, CHECKPOINT,
-// XCLIENT, XEXCH50) are removed, the others keep the upstream's order, and the
-// continuation markers are rewritten so that only the last line has "NNN ".
-// offered maps the upper-cased keyword of every extension the upstream
-// offered, removed ones included, to its parameters. A reply that is not 2xx
-// is returned unchanged with a nil map.
-func FilterEHLO(rep Reply, host string) (out Reply, offered map[string]string) {
+// XCLIENT, XEXCH50, and o.Hide) are removed, SIZE is lowered to o.MaxSize
+// when the upstream's is larger or unlimited, the others keep the
+// upstream's order, and the continuation markers are rewritten so that only
+// the last line has "NNN ". offered maps the upper-cased keyword of every
+// extension the upstream offered, removed ones included, to its parameters
+// as the upstream gave them. A reply that is not 2xx is returned unchanged
+// with a nil map.
+func FilterEHLO(rep Reply, host string, o EHLOOptions) (out Reply, offered map[string]string) {
 	if rep.Class() != 2 || len(rep.Lines) == 0 {
 		return rep, nil
 	}
@@ -229,8 +239,14 @@ func FilterEHLO(rep Reply, host string) (out Reply, offered map[string]string) {
 		if kw != "" {
 			offered[strings.ToUpper(kw)] = params
 		}
-		if hidden(kw) {
+		if hidden(kw) || slices.ContainsFunc(o.Hide, func(h string) bool { return strings.EqualFold(h, kw) }) {
 			continue
+		}
+		if strings.EqualFold(kw, "SIZE") && o.MaxSize > 0 {
+			// RFC 1870: no parameter or 0 means no fixed limit.
+			if n, err := strconv.ParseInt(params, 10, 64); params == "" || err != nil || n == 0 || n > o.MaxSize {
+				text = kw + " " + strconv.FormatInt(o.MaxSize, 10)
+			}
 		}
 		texts = append(texts, text)
 	}

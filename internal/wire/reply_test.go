@@ -108,7 +108,7 @@ func TestFilterEHLO(t *testing.T) {
 		}
 		up.Lines = append(up.Lines, "250"+sep+e)
 	}
-	out, offered := FilterEHLO(up, "sluice.example")
+	out, offered := FilterEHLO(up, "sluice.example", EHLOOptions{})
 	want := []string{"250-sluice.example", "250-SIZE 10240000", "250-AUTH PLAIN LOGIN", "250-XFORWARD NAME ADDR PROTO HELO",
 		"250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250-DSN", "250 SMTPUTF8"}
 	if out.Code != 250 || !reflect.DeepEqual(out.Lines, want) {
@@ -135,16 +135,24 @@ func TestFilterEHLO(t *testing.T) {
 		{"default upstream (a01): last line removed", []string{"250-up", "250-SIZE 10240000", "250-VRFY", "250 CHUNKING"},
 			[]string{"250-sluice.example", "250-SIZE 10240000", "250 VRFY"}},
 		{"bare code lines kept", []string{"250-up", "250-", "250 DSN"}, []string{"250-sluice.example", "250-", "250 DSN"}},
+		// Issue 6: XFORWARD hidden from an untrusted client; SIZE never
+		// above the edge's own limit (20000000 here).
+		{"hide", []string{"250-up", "250-xforward NAME ADDR", "250 DSN"}, []string{"250-sluice.example", "250 DSN"}},
+		{"SIZE above the limit", []string{"250-up", "250 SIZE 30000000"}, []string{"250-sluice.example", "250 SIZE 20000000"}},
+		{"SIZE below the limit", []string{"250-up", "250 SIZE 999"}, []string{"250-sluice.example", "250 SIZE 999"}},
+		{"SIZE unlimited", []string{"250-up", "250-size 0", "250 DSN"}, []string{"250-sluice.example", "250-size 20000000", "250 DSN"}},
+		{"SIZE without a number", []string{"250-up", "250-SIZE", "250 DSN"}, []string{"250-sluice.example", "250-SIZE 20000000", "250 DSN"}},
+		{"no SIZE: none added", []string{"250-up", "250 DSN"}, []string{"250-sluice.example", "250 DSN"}},
 	}
 	for _, tc := range cases {
-		out, _ := FilterEHLO(Reply{Code: 250, Lines: tc.in}, "sluice.example")
+		out, _ := FilterEHLO(Reply{Code: 250, Lines: tc.in}, "sluice.example", EHLOOptions{Hide: []string{"XFORWARD"}, MaxSize: 20000000})
 		if !reflect.DeepEqual(out.Lines, tc.want) {
 			t.Fatalf("%s: got %q, want %q", tc.name, out.Lines, tc.want)
 		}
 	}
 
 	fail := Reply{Code: 550, Lines: []string{"550-5.7.1 no", "550 PIPELINING"}}
-	out, offered = FilterEHLO(fail, "sluice.example")
+	out, offered = FilterEHLO(fail, "sluice.example", EHLOOptions{})
 	if !reflect.DeepEqual(out, fail) || offered != nil {
 		t.Fatalf("non-2xx changed: %+v %v", out, offered)
 	}
