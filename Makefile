@@ -1,6 +1,14 @@
 # sluice: the front door. `make run` tries it on one machine, `make test`
 # runs every test (installing what the tests need first).
 
+# The Go toolchain that builds, tests and ships sluice: a patched release
+# the machine's own go fetches from the module proxy once (a machine's Go
+# ignores go.mod's toolchain line when GOTOOLCHAIN=local). Exported, so
+# every recipe and script below uses it. To bump it, change this line,
+# .ci/run's and go.mod's toolchain line (docs/architecture.md,
+# "Toolchain and vulnerability check").
+export GOTOOLCHAIN := go1.26.10
+
 GO      ?= go
 BIN     := bin
 GOBIN   := $(shell $(GO) env GOPATH)/bin
