@@ -1,6 +1,14 @@
 # sluice: the front door. `make run` tries it on one machine, `make test`
 # runs every test (installing what the tests need first).
 
+# The Go toolchain that builds, tests and ships sluice: a patched release
+# the machine's own go fetches from the module proxy once (a machine's Go
+# ignores go.mod's toolchain line when GOTOOLCHAIN=local). Exported, so
+# every recipe and script below uses it. To bump it, change this line,
+# .ci/run's and go.mod's toolchain line (docs/architecture.md,
+# "Toolchain and vulnerability check").
+export GOTOOLCHAIN := go1.26.10
+
 GO      ?= go
 BIN     := bin
 GOBIN   := $(shell $(GO) env GOPATH)/bin
@@ -8,7 +16,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 export PATH := $(PATH):$(GOBIN):/usr/sbin
 
-.PHONY: all build test test-deps quick fuzz lint proto run bench compat cluster cluster-stop clean
+.PHONY: all build test test-deps quick fuzz lint vulncheck proto run bench compat cluster cluster-stop clean
 
 all: build
 
@@ -42,6 +50,28 @@ lint:
 	$(GO) vet ./...
 	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	staticcheck ./...
+
+# govulncheck (pinned, reinstalled when another version is installed)
+# against an offline copy of the Go vulnerability database: the OSV files of
+# a pinned golang.org/x/vulndb module, indexed into the v1 layout by that
+# module's own cmd/indexdb. Built once per version beside the module cache,
+# never in the checkout. Fails on any vulnerability the code reaches,
+# standard library included.
+GOVULNCHECK_VERSION := v1.9.0
+VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
+GOMODCACHE          := $(shell $(GO) env GOMODCACHE)
+VULNDB_SRC          := $(GOMODCACHE)/golang.org/x/vulndb@$(VULNDB_VERSION)
+VULNDB_DIR          := $(abspath $(GOMODCACHE)/..)/sluice-vulndb/$(VULNDB_VERSION)
+vulncheck:
+	@[ "$$($(GO) version -m $(GOBIN)/govulncheck 2>/dev/null | awk '$$1 == "mod" { print $$3; exit }')" = $(GOVULNCHECK_VERSION) ] || \
+	  $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+	@[ -f $(VULNDB_DIR)/index/db.json ] || { \
+	  echo "building the vulnerability database $(VULNDB_VERSION) in $(VULNDB_DIR)"; \
+	  $(GO) mod download golang.org/x/vulndb@$(VULNDB_VERSION) && \
+	  mkdir -p $(dir $(VULNDB_DIR)) && tmp=$$(mktemp -d $(VULNDB_DIR).XXXXXX) && chmod 755 $$tmp || exit 1; \
+	  $(GO) run golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION) -vulns $(VULNDB_SRC)/data/osv -out $$tmp || { rm -rf $$tmp; exit 1; }; \
+	  mv -T $$tmp $(VULNDB_DIR) 2>/dev/null || rm -rf $$tmp; }
+	$(GOBIN)/govulncheck -db file://$(VULNDB_DIR) ./...
 
 # Regenerates proto/sluice/v1/*.pb.go with Debian's protoc and a pinned
 # protoc-gen-go (installed when missing).

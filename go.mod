@@ -2,6 +2,8 @@ module github.com/sluice-mail/sluice
 
 go 1.26.0
 
+toolchain go1.26.10
+
 require (
 	github.com/emersion/go-smtp v0.25.1
 	github.com/minio/minio-go/v7 v7.4.1

@@ -5,6 +5,12 @@
 # Idempotent; safe to run on every `make test`.
 set -euo pipefail
 
+# Build with the Go toolchain sluice pins (the Makefile exports it; run on
+# its own, this script takes it from go.mod's toolchain line).
+case "${GOTOOLCHAIN:-}" in
+  go1.*) ;;
+  *) GOTOOLCHAIN=$(sed -n 's/^toolchain //p' "$(dirname "$0")/../../go.mod"); export GOTOOLCHAIN ;;
+esac
 GOBIN="$(go env GOPATH)/bin"
 export PATH="$PATH:$GOBIN:/usr/sbin"
 VERSITYGW_VERSION=v1.8.0
