@@ -3,11 +3,11 @@
 
 # The Go toolchain that builds, tests and ships sluice: a patched release
 # the machine's own go fetches from the module proxy once (a machine's Go
-# ignores go.mod's toolchain line when GOTOOLCHAIN=local). Exported, so
-# every recipe and script below uses it. To bump it, change this line,
-# .ci/run's and go.mod's toolchain line (docs/architecture.md,
-# "Toolchain and vulnerability check").
-export GOTOOLCHAIN := go1.26.10
+# ignores go.mod's toolchain line when GOTOOLCHAIN=local). go.mod's
+# toolchain line is the one place that names it; exported, so every recipe
+# and script below uses it (docs/architecture.md, "Toolchain and
+# vulnerability check").
+export GOTOOLCHAIN := $(shell sed -n 's/^toolchain //p' go.mod)
 
 GO      ?= go
 BIN     := bin
