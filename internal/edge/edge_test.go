@@ -1,0 +1,34 @@
+package edge
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sluice-mail/sluice/internal/config"
+	"github.com/sluice-mail/sluice/internal/monitor"
+	"github.com/sluice-mail/sluice/internal/session"
+)
+
+// Issue 6, item 13: the "edge listening" line names the NATS servers
+// without their passwords or tokens.
+func TestNATSDescriptionHidesSecrets(t *testing.T) {
+	cfg := &config.Config{NATS: config.NATS{URLs: []string{"nats://sluice:s3cret@nats1:4222", "tls://t0ken@nats2:4443"}}}
+	got := natsDescription(cfg)
+	if strings.Contains(got, "s3cret") || strings.Contains(got, "t0ken") {
+		t.Errorf("natsDescription = %q", got)
+	}
+	if !strings.Contains(got, "nats1:4222") || !strings.Contains(got, "nats2:4443") {
+		t.Errorf("natsDescription = %q: servers missing", got)
+	}
+}
+
+// Every limit the session reports has its value of the metric's label.
+func TestLimitNamesCounted(t *testing.T) {
+	for _, l := range []string{session.LimitCommandDeadline, session.LimitDataDeadline, session.LimitHardErrors,
+		session.LimitEarlyTalker, session.LimitRecipients, session.LimitMessageSize, session.LimitXForward} {
+		if !slices.Contains(monitor.Limits, l) {
+			t.Errorf("%s is not in monitor.Limits", l)
+		}
+	}
+}
