@@ -59,23 +59,6 @@ func upperASCII(s string) string {
 
 func isControl(c byte) bool { return c < 0x20 || c == 0x7f }
 
-// stripControls removes ASCII control characters (C0 and DEL), which must
-// never reach a filter's environment.
-func stripControls(s string) string {
-	for i := 0; i < len(s); i++ {
-		if isControl(s[i]) {
-			b := make([]byte, 0, len(s))
-			for j := 0; j < len(s); j++ {
-				if !isControl(s[j]) {
-					b = append(b, s[j])
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
-}
-
 func hasControl(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if isControl(s[i]) {
