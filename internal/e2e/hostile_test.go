@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -361,5 +364,45 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Issue 6, item 9: every envelope the edge accepts can be filtered. A
+// thousand long recipients do not fit one environment variable (Linux
+// refuses strings over 128 KiB with E2BIG): RECIPIENTS then holds those
+// that fit and RECIPIENTS_FILE names a file with all of them. The summary
+// line names the first 50.
+func TestManyRecipients(t *testing.T) {
+	t.Parallel()
+	f := newFilter(t, `[ -n "$RECIPIENTS_FILE" ] && cp "$RECIPIENTS_FILE" "$d/rcpts"; cat "$d/input"`)
+	h := start(t, smtptest.Config{}, "FilterCommand: "+f.Cmd)
+	m := h.mark(t, f)
+	c := h.hello(t)
+	c.CmdExpect("MAIL FROM:<alice@example.com>", 250)
+	var all []string
+	for i := 0; i < 1000; i++ {
+		r := fmt.Sprintf("r%04d-%s@example.com", i, strings.Repeat("x", 230))
+		c.CmdExpect("RCPT TO:<"+r+">", 250)
+		all = append(all, r)
+	}
+	c.CmdExpect("DATA", 354)
+	c.Write([]byte(msg1 + ".\r\n"))
+	c.Expect(250)
+	c.CmdLine("QUIT", smtptest.ReplyBye)
+	run := f.one(t, m)
+	inEnv := strings.Split(run.Env["RECIPIENTS"], "\n")
+	if len(inEnv) == 0 || len(inEnv) >= len(all) || !slices.Equal(inEnv, all[:len(inEnv)]) {
+		t.Errorf("RECIPIENTS holds %d recipients, not a prefix of the %d", len(inEnv), len(all))
+	}
+	file, err := os.ReadFile(filepath.Join(run.Dir, "rcpts"))
+	if err != nil {
+		t.Fatalf("RECIPIENTS_FILE: %v (env %q)", err, run.Env["RECIPIENTS_FILE"])
+	}
+	if got := strings.Split(strings.TrimSuffix(string(file), "\n"), "\n"); !slices.Equal(got, all) {
+		t.Errorf("RECIPIENTS_FILE holds %d recipients, want all %d in order", len(got), len(all))
+	}
+	lines := h.logs.waitMessageLines(t, m, 1)
+	if n := strings.Count(lines[0], " to="); n != 50 || !strings.Contains(lines[0], "to_more=950") {
+		t.Errorf("summary line names %d recipients: %.300q", n, lines[0])
 	}
 }

@@ -705,6 +705,11 @@ func (s *Session) envelope() *Envelope {
 	}
 }
 
+// maxLoggedRecipients bounds the recipients named in a summary line: a
+// thousand of them would make a line of a quarter megabyte, which syslog
+// cuts anyway. The job record in the store has them all.
+const maxLoggedRecipients = 50
+
 // logMessage writes the one summary line per DATA attempt (proxsmtpd's
 // "client=..., from=..., to=..., status=...").
 func (s *Session) logMessage(m *Message, status string, attrs ...any) {
@@ -724,7 +729,11 @@ func (s *Session) logMessageAs(m *Message, status, counted string, attrs ...any)
 	if s.txn.sender != nil {
 		args = append(args, "from", *s.txn.sender)
 	}
-	for _, r := range s.txn.recipients {
+	for i, r := range s.txn.recipients {
+		if i == maxLoggedRecipients {
+			args = append(args, "to_more", len(s.txn.recipients)-i)
+			break
+		}
 		args = append(args, "to", r)
 	}
 	if status != "" {
