@@ -175,6 +175,10 @@ func TestCommandDeadline(t *testing.T) {
 	t.Parallel()
 	h := start(t, smtptest.Config{}, "FilterCommand: cat", "command_deadline: 1s")
 	c := h.hello(t)
+	// The deadline counts from a command's first byte: waiting is
+	// TimeOut's business.
+	time.Sleep(1500 * time.Millisecond)
+	c.CmdLine("NOOP", smtptest.ReplyNoop)
 	started := time.Now()
 	for _, b := range []byte("NOOP trickle trickle trickle\r\n") {
 		if c.TryWrite([]byte{b}) != nil {
@@ -296,6 +300,10 @@ func TestHardErrorLimit(t *testing.T) {
 	t.Parallel()
 	h := start(t, smtptest.Config{}, "FilterCommand: cat", "hard_error_limit: 3")
 	c := h.hello(t)
+	c.CmdExpect("XCLIENT ADDR=1.2.3.4", 554)
+	c.CmdExpect("MAIL FROM:<a@b", 501)
+	// A delivered message clears the count.
+	sendAlice(t, c, msg1, strings.ReplaceAll(qd1, "{S}", "1"))
 	c.CmdExpect("XCLIENT ADDR=1.2.3.4", 554)
 	c.CmdExpect("MAIL FROM:<a@b", 501)
 	c.CmdExpect("FOOBAR", 502) // the upstream's refusal counts too

@@ -32,12 +32,13 @@ type clientConn struct {
 	end     time.Time
 	perByte time.Duration
 	n       int64
+	lazy    time.Duration // a budget that starts with the first byte read
 }
 
 // setBudget starts a budget of d, extended by one second for every rate
 // bytes read; d == 0 means none.
 func (c *clientConn) setBudget(d time.Duration, rate int64) {
-	c.end, c.perByte, c.n = time.Time{}, 0, 0
+	c.end, c.perByte, c.n, c.lazy = time.Time{}, 0, 0, 0
 	if d <= 0 {
 		return
 	}
@@ -47,7 +48,13 @@ func (c *clientConn) setBudget(d time.Duration, rate int64) {
 	}
 }
 
-func (c *clientConn) clearBudget() { c.end = time.Time{} }
+// setLazyBudget starts a budget of d once the first byte arrives.
+func (c *clientConn) setLazyBudget(d time.Duration) {
+	c.setBudget(0, 0)
+	c.lazy = d
+}
+
+func (c *clientConn) clearBudget() { c.end, c.lazy = time.Time{}, 0 }
 
 // limit is when the budget runs out, zero for none.
 func (c *clientConn) limit() time.Time {
@@ -80,6 +87,9 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.s.conn.Read(p)
 	c.n += int64(n)
+	if n > 0 && c.lazy > 0 {
+		c.end, c.lazy = time.Now().Add(c.lazy), 0
+	}
 	switch {
 	case err == nil:
 	case c.intr.Load():

@@ -452,9 +452,10 @@ func (s *Session) next(ctx context.Context) error {
 	return s.dispatch(ctx, cmd)
 }
 
-// readCommand reads one command line within CommandDeadline.
+// readCommand reads one command line within CommandDeadline, counted from
+// its first byte: waiting for a command is TimeOut's business.
 func (s *Session) readCommand() (string, error) {
-	s.client.setBudget(s.cfg.CommandDeadline, 0)
+	s.client.setLazyBudget(s.cfg.CommandDeadline)
 	defer s.client.clearBudget()
 	return wire.ReadLine(s.cr)
 }
@@ -902,6 +903,9 @@ func (s *Session) act(ctx context.Context, m *Message, start time.Time) error {
 		// B34: the upstream never sees DATA; its transaction is reset.
 		s.up.Command("RSET")
 		s.logMessage(m, v.Status, "reply", reply, "detail", v.Detail, "duration", time.Since(start).Round(time.Millisecond))
+		if v.Action == sluicev1.Verdict_ACTION_DROP {
+			s.errors = 0 // as good as delivered, for the sender
+		}
 		return s.afterRefusal(s.reply(reply))
 	}
 	return s.deliver(ctx, m, start)
@@ -991,6 +995,8 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 	status := v.Status
 	if rep.Class() != 2 {
 		status = "UPSTREAM-REFUSED" // B38: never FILTERED for refused mail
+	} else {
+		s.errors = 0 // a client that delivers mail is not probing (Postfix does the same)
 	}
 	s.logMessage(m, status, "size", n, "reply", rep.Lines[len(rep.Lines)-1], "duration", time.Since(start).Round(time.Millisecond))
 	return s.relay(rep)
@@ -1038,5 +1044,8 @@ func (s *Session) skip() error {
 		return errStop
 	}
 	s.logMessage(nil, "SKIPPED", "size", n, "reply", rep.Lines[len(rep.Lines)-1])
+	if rep.Class() == 2 {
+		s.errors = 0
+	}
 	return s.relay(rep)
 }
