@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the third-party software sluice's tests run against, when it is
-# missing: swaks and Postfix's smtp-sink/smtp-source (Debian packages),
-# versitygw (a real S3 server) and nats-server (for JetStream clusters).
+# missing: swaks and Postfix (Debian packages: smtp-sink/smtp-source, and
+# postfix, postcat, postsuper and master for internal/postfixtest's real
+# instance), versitygw (a real S3 server) and nats-server (for JetStream
+# clusters).
 # Idempotent; safe to run on every `make test`.
 set -euo pipefail
 
@@ -18,7 +20,16 @@ NATS_SERVER_VERSION=v2.15.2
 
 need_apt=()
 command -v swaks >/dev/null || need_apt+=(swaks)
-command -v smtp-sink >/dev/null || need_apt+=(postfix)
+# postfix_ready: Postfix's commands, and its daemons (master, smtpd,
+# cleanup, ...) in daemon_directory, as internal/postfixtest runs them.
+postfix_ready() {
+  local tool
+  for tool in smtp-sink smtp-source postfix postconf postcat postsuper; do
+    command -v "$tool" >/dev/null || return 1
+  done
+  [ -x "$(postconf -d -h daemon_directory)/master" ]
+}
+postfix_ready || need_apt+=(postfix)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
@@ -38,6 +49,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+if ! postfix_ready; then
+  echo "test-deps: Postfix's programs are still missing after installing postfix" >&2
+  if [ "${SLUICE_REQUIRE_TOOLS:-}" = 1 ]; then exit 1; fi
+fi
+
 # Go-installed servers: pinned versions, into GOPATH/bin.
 gover() { go version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $3; exit }'; }
 if [ "$(gover "$GOBIN/versitygw")" != "$VERSITYGW_VERSION" ]; then
@@ -48,4 +64,4 @@ if [ "$(gover "$GOBIN/nats-server")" != "$NATS_SERVER_VERSION" ]; then
   echo "test-deps: installing nats-server $NATS_SERVER_VERSION"
   go install "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION"
 fi
-echo "test-deps: swaks, smtp-sink, versitygw $VERSITYGW_VERSION, nats-server $NATS_SERVER_VERSION ready"
+echo "test-deps: swaks, postfix, versitygw $VERSITYGW_VERSION, nats-server $NATS_SERVER_VERSION ready"

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"os"
 	"testing"
+
+	"github.com/sluice-mail/sluice/internal/postfixtest"
 )
 
 // defaultParallel is how many tests run at once unless -parallel says
@@ -12,6 +14,12 @@ import (
 // them than the machine has cores keep it busy without making any of
 // them late. Fuzzing keeps Go's default (-parallel is its worker count).
 const defaultParallel = "4"
+
+// postfix is the package's real Postfix, started by the first test that
+// needs it and stopped when the tests are done. TestPostfixDifferential
+// purges its queue between cases and runs before the parallel tests, so
+// another test that wants a Postfix of its own starts one.
+var postfix postfixtest.Shared
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -27,5 +35,7 @@ func TestMain(m *testing.M) {
 	if !set && !fuzzing {
 		_ = flag.Set("test.parallel", defaultParallel)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	postfix.Stop()
+	os.Exit(code)
 }

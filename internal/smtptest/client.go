@@ -62,9 +62,25 @@ type ClientTB interface {
 // does not read the greeting.
 func Dial(tb ClientTB, addr string) *Client {
 	tb.Helper()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	return DialFrom(tb, "", addr)
+}
+
+// DialFrom is Dial from the local IP address from ("127.0.0.5"), so that a
+// test can be a client other than the servers' own address; "" lets the
+// system choose.
+func DialFrom(tb ClientTB, from, addr string) *Client {
+	tb.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if from != "" {
+		ip := net.ParseIP(from)
+		if ip == nil {
+			tb.Fatalf("smtptest: bad local address %q", from)
+		}
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
-		tb.Fatalf("smtptest: dial %s: %v", addr, err)
+		tb.Fatalf("smtptest: dial %s from %q: %v", addr, from, err)
 	}
 	cl := &Client{tb: tb, c: c, r: bufio.NewReader(c), Timeout: 10 * time.Second}
 	tb.Cleanup(func() { c.Close() })
