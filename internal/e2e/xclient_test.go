@@ -18,6 +18,7 @@ func TestXClient(t *testing.T) {
 		on    bool
 		up    smtptest.Config
 		helo  string   // the client's greeting command
+		pre   []string // upstream commands before it
 		steps []string // client commands after it, each expecting the upstream's usual reply
 		want  []string // upstream commands between the greeting and QUIT
 		log   string   // a log line that must appear
@@ -38,8 +39,13 @@ func TestXClient(t *testing.T) {
 			want:  []string{xc, cEHLO, cNOOP, cEHLO, cNOOP, cMAIL, cRCPT, cDATA}},
 		{name: "h03 not offered", on: true, want: []string{cMAIL, cRCPT, cDATA}},
 		{name: "h05 off", up: smtptest.Config{Extensions: xclientExts}, want: []string{cMAIL, cRCPT, cDATA}},
+		// Issue 6: a HELO client gets XCLIENT too, once the edge's own EHLO
+		// found the upstream offers it; else the upstream would take the
+		// client for the edge (proxsmtpd sends it blindly, h02).
 		{name: "h02 HELO", on: true, up: smtptest.Config{Extensions: xclientExts}, helo: "HELO client.example",
-			want: []string{cMAIL, cRCPT, cDATA}},
+			pre: []string{cEHLO, xc}, want: []string{cMAIL, cRCPT, cDATA}},
+		{name: "HELO, not offered", on: true, helo: "HELO client.example",
+			pre: []string{cEHLO}, want: []string{cMAIL, cRCPT, cDATA}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,7 +73,7 @@ func TestXClient(t *testing.T) {
 			sendAlice(t, c, msg1, smtptest.Queued(1, 1))
 			sendAlice(t, c, msg2, smtptest.Queued(1, 2)) // once per connection
 			c.CmdLine("QUIT", smtptest.ReplyBye)
-			want := append([]string{helo + "\r\n"}, tc.want...)
+			want := append(append(tc.pre, helo+"\r\n"), tc.want...)
 			want = append(want, cMAIL, cRCPT, cDATA, cQUIT)
 			h.commands(t, want...)
 			h.delivered(t, txn(msg1), txn(msg2))
@@ -78,6 +84,22 @@ func TestXClient(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Issue 6: with XClient on, a transaction needs a greeting first: XCLIENT
+// goes with it, and without one the upstream would take the client for
+// the edge.
+func TestXClientNeedsGreeting(t *testing.T) {
+	t.Parallel()
+	h := start(t, smtptest.Config{Extensions: xclientExts}, "FilterCommand: cat", "XClient: on")
+	c := h.dial(t)
+	c.CmdLine("NOOP", smtptest.ReplyNoop)
+	c.CmdLine("MAIL FROM:<alice@example.com>", "503 5.5.1 Error: send HELO/EHLO first")
+	c.CmdLine("VRFY bob", "503 5.5.1 Error: send HELO/EHLO first")
+	c.CmdExpect("EHLO client.example", 250)
+	c.CmdLine("MAIL FROM:<alice@example.com>", smtptest.ReplySenderOK)
+	c.CmdLine("QUIT", smtptest.ReplyBye)
+	h.commands(t, cNOOP, cEHLO, "XCLIENT ADDR=127.0.0.1\r\n", cEHLO, cMAIL, cQUIT)
 }
 
 // XCLIENT is not sent for a client that only says EHLO and QUIT.

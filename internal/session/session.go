@@ -127,6 +127,7 @@ const (
 	replyEarlyTalker  = "554 5.5.1 Error: talked before the greeting"
 	replyNUL          = "554 5.6.0 Message contains NUL bytes"
 	replyNeedMail     = "503 5.5.1 Error: need MAIL command"
+	replyNeedHello    = "503 5.5.1 Error: send HELO/EHLO first"
 	replyNoRcpt       = "554 5.5.1 Error: no valid recipients"
 	replyTooBig       = "552 5.3.4 Message size exceeds fixed limit"
 	replyBare         = "554 5.6.0 Message contains a bare CR or LF; use CRLF line endings"
@@ -163,6 +164,7 @@ type Session struct {
 
 	xclientPending bool
 	xclientDone    bool
+	greeted        bool // a HELO or EHLO was accepted
 	authenticated  bool
 	xforwardOK     bool // the client may send XFORWARD
 	errors         int  // errors so far, for HardErrorLimit
@@ -465,6 +467,11 @@ func (s *Session) readCommand() (string, error) {
 // path), never the client's raw text: the upstream cannot read a command
 // the edge did not see (issue 6: verbs hidden behind whitespace).
 func (s *Session) dispatch(ctx context.Context, cmd wire.Command) error {
+	if s.cfg.XClient && !s.greeted && !beforeHello(cmd.Verb) {
+		// XCLIENT goes with the greeting: without one the upstream would
+		// take the client for the edge itself, trusted as it may be.
+		return s.refuse(replyNeedHello)
+	}
 	switch cmd.Verb {
 	case "EHLO", "HELO":
 		return s.hello(cmd)
@@ -515,7 +522,22 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// beforeHello reports whether verb is served before any HELO or EHLO when
+// XClient is on.
+func beforeHello(verb string) bool {
+	switch verb {
+	case "EHLO", "HELO", "QUIT", "NOOP", "RSET", "HELP", "STARTTLS", "BDAT", "XEXCH50", "XCLIENT":
+		return true
+	}
+	return false
+}
+
 func (s *Session) hello(cmd wire.Command) error {
+	if cmd.Verb == "HELO" && s.cfg.XClient && !s.xclientDone {
+		if err := s.xclientForHelo(cmd.Arg); err != nil {
+			return err
+		}
+	}
 	rep, err := s.command(cmd.Line)
 	if err != nil {
 		return err
@@ -525,6 +547,7 @@ func (s *Session) hello(cmd wire.Command) error {
 	}
 	// B11: a new greeting starts over.
 	s.txn.reset()
+	s.greeted = true
 	s.helo, s.heloVerb = cmd.Arg, cmd.Verb
 	o := wire.EHLOOptions{MaxSize: s.cfg.MaxMessageSize}
 	if !s.xforwardOK {
@@ -560,6 +583,31 @@ func (s *Session) sendXClient() error {
 		}
 	case rep.Class() != 2:
 		s.log.Warn("server didn't accept XCLIENT", "reply", rep.Text())
+	}
+	return nil
+}
+
+// xclientForHelo sends XCLIENT ahead of a client's HELO. A HELO reply
+// lists no extensions, so the edge asks with an EHLO of its own whether
+// the upstream takes XCLIENT (proxsmtpd assumes it does, B46); the client's
+// HELO follows the upstream's new greeting. Without this a HELO client
+// would be the edge itself to the upstream: with XClient on, an open relay.
+func (s *Session) xclientForHelo(arg string) error {
+	rep, err := s.up.Command("EHLO " + arg)
+	if err != nil {
+		return s.upstreamLost(err)
+	}
+	if _, offered := wire.FilterEHLO(rep, s.cfg.Hostname, wire.EHLOOptions{}); offered != nil {
+		if _, ok := offered["XCLIENT"]; ok {
+			s.xclientDone = true
+			rep, err := s.up.Command("XCLIENT ADDR=" + xclientAddr(s.clientIP))
+			if err != nil {
+				return s.upstreamLost(err)
+			}
+			if rep.Class() != 2 {
+				s.log.Warn("server didn't accept XCLIENT", "reply", rep.Text())
+			}
+		}
 	}
 	return nil
 }
