@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/internal/smtptest"
+	"github.com/sluice-mail/sluice/internal/wire"
 )
 
 // FuzzSession drives the whole session state machine: a real edge (one
@@ -24,8 +25,10 @@ import (
 //   - every message the upstream received has no bare CR or LF and ends
 //     with CRLF (COMPAT 1);
 //   - every command line the upstream received is a complete line the
-//     client sent, or one the edge makes up (DATA, RSET, NOOP, QUIT,
-//     XCLIENT ADDR=, EHLO/HELO again, "*" to cancel an AUTH).
+//     client sent (or that line with its whitespace made plain, or its
+//     MAIL/RCPT path as parsed), or one the edge makes up (DATA, RSET,
+//     NOOP, QUIT, XCLIENT ADDR=, EHLO/HELO again or before a HELO, "*"
+//     to cancel an AUTH).
 func FuzzSession(f *testing.F) {
 	for _, s := range fuzzSeeds() {
 		f.Add([]byte(s))
@@ -128,7 +131,9 @@ func isDigits(s string) bool {
 	return true
 }
 
-// clientLines is every complete line of in, without CRLF or LF.
+// clientLines is every complete line of in, without CRLF or LF, and each
+// line as the edge relays it: its whitespace made plain, MAIL and RCPT
+// paths as parsed (issue 6).
 func clientLines(in []byte) map[string]bool {
 	m := map[string]bool{}
 	for {
@@ -136,9 +141,17 @@ func clientLines(in []byte) map[string]bool {
 		if i < 0 {
 			return m
 		}
-		l := in[:i]
-		l = bytes.TrimSuffix(l, []byte("\r"))
-		m[string(l)] = true
+		l := string(bytes.TrimSuffix(in[:i], []byte("\r")))
+		m[l] = true
+		c := wire.ParseCommand(l)
+		m[c.Line] = true
+		verb, _, _ := strings.Cut(c.Line, " ")
+		if p, err := wire.ParseMail(c.Arg); err == nil && c.Verb == "MAIL" {
+			m[verb+" "+p.Arg()] = true
+		}
+		if p, err := wire.ParseRcpt(c.Arg); err == nil && c.Verb == "RCPT" {
+			m[verb+" "+p.Arg()] = true
+		}
 		in = in[i+1:]
 	}
 }
@@ -156,10 +169,11 @@ func allowedUpstreamLine(c string, client map[string]bool) bool {
 	case l == "DATA", l == "RSET", l == "NOOP", l == "QUIT", l == "*", l == "XCLIENT ADDR=127.0.0.1":
 		return true
 	case strings.HasPrefix(l, "EHLO ") || strings.HasPrefix(l, "HELO "):
-		// The EHLO again after XCLIENT repeats the client's argument.
+		// The EHLO again after XCLIENT repeats the client's argument; so
+		// does the edge's own EHLO ahead of a client's HELO.
 		arg := l[5:]
 		for k := range client {
-			if strings.Contains(k, arg) && len(k) >= 4 && strings.EqualFold(k[:4], l[:4]) {
+			if strings.Contains(k, arg) && len(k) >= 4 && (strings.EqualFold(k[:4], l[:4]) || strings.EqualFold(k[:4], "HELO")) {
 				return true
 			}
 		}
