@@ -29,6 +29,11 @@ type Spec struct {
 	Timeout   time.Duration // FilterTimeout: a total deadline for the filter's run
 	TempDir   string        // TempDirectory: $TMPDIR, and where File mode spools
 	KillGrace time.Duration // between SIGTERM and SIGKILL to the process group; 0 = 2s
+
+	// Environ is the part of the worker's environment the filter
+	// inherits, from Inherited. nil: Inherited(os.Environ(), nil, nil),
+	// computed at every run.
+	Environ []string
 }
 
 // Env is the message's part of the filter environment. A nil pointer or
@@ -107,7 +112,7 @@ func passThrough(in io.Reader, out io.Writer) (Result, error) {
 
 // runPipe streams in through the filter's stdin and its stdout to out.
 func runPipe(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Writer) (Result, error) {
-	o := execute(ctx, spec, environ(os.Environ(), env, spec.TempDir, ""), in, out)
+	o := execute(ctx, spec, environ(spec.inherited(), env, spec.TempDir, ""), in, out)
 	res := o.result(ctx, spec)
 	res.OutputSize = o.written
 	switch {
@@ -143,7 +148,7 @@ func runFile(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Write
 		return tempFail("cannot spool message", "writing spool file: "+err.Error()), nil
 	}
 
-	o := execute(ctx, spec, environ(os.Environ(), env, spec.TempDir, path), nil, nil)
+	o := execute(ctx, spec, environ(spec.inherited(), env, spec.TempDir, path), nil, nil)
 	res := o.result(ctx, spec)
 	if res.Action != Accept {
 		return res, nil

@@ -290,17 +290,26 @@ func TestEnvironment(t *testing.T) {
 	for _, v := range []string{"SENDER", "RECIPIENTS", "CLIENT", "SERVER", "REMOTE", "REMOTE_HELO", "EMAIL"} {
 		t.Setenv(v, "leak")
 	}
-	t.Setenv("SLUICE_TEST_INHERITED", "kept")
+	// sluice's own settings and credentials: these must not reach it either.
+	secrets := map[string]string{
+		"SLUICE_STORE_S3_SECRET_KEY": "s3-secret-from-sluice-setting",
+		"SLUICE_NATS_PASSWORD":       "nats-password-from-sluice-setting",
+		"AWS_SECRET_ACCESS_KEY":      "aws-secret-from-the-environment",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	t.Setenv("FILTER_TEST_INHERITED", "kept")
 	spool := t.TempDir()
 
 	inherited := map[string]string{}
 	for _, kv := range os.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
-		if !isOwnVar(kv) {
+		if !isOwnVar(kv) && !strings.HasPrefix(k, "SLUICE_") && !strings.HasPrefix(k, "AWS_") {
 			inherited[k] = v
 		}
 	}
-	if inherited["SLUICE_TEST_INHERITED"] != "kept" {
+	if inherited["FILTER_TEST_INHERITED"] != "kept" {
 		t.Fatal("test setup: variable not in os.Environ")
 	}
 
@@ -344,6 +353,13 @@ func TestEnvironment(t *testing.T) {
 				t.Fatalf("Run = %+v, %v", res, err)
 			}
 			got := readEnv(t, dump)
+			for k, v := range got {
+				for sk, sv := range secrets {
+					if k == sk || strings.Contains(v, sv) {
+						t.Errorf("the filter got %s=%q, holding %s", k, v, sk)
+					}
+				}
+			}
 			for k, v := range inherited {
 				if got[k] != v {
 					t.Errorf("inherited %s = %q, want %q", k, got[k], v)
