@@ -136,46 +136,94 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
-// TestDrainOnSIGTERM runs the worker against a NATS server, holds a job in
-// its filter, sends SIGTERM and sees readiness fail while the job
-// finishes.
-func TestDrainOnSIGTERM(t *testing.T) {
+// rig is what a worker needs around it: a NATS server with the job
+// stream, a store, and an edge's submitter.
+type rig struct {
+	dir, storeDir string
+	url           string
+	store         *blob.FS
+	sub           *queue.Submitter
+}
+
+func newRig(t *testing.T, ctx context.Context) *rig {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
 	ns, err := queue.StartServer(queue.Options{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	q, err := queue.Open(ctx, queue.Options{URLs: []string{ns.ClientURL()}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
+	t.Cleanup(q.Close)
 	sub, err := q.NewSubmitter(ctx, "edge1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Close()
-
-	dir := t.TempDir()
-	storeDir := filepath.Join(dir, "store")
-	store, err := blob.NewFS(storeDir)
-	if err != nil {
+	t.Cleanup(sub.Close)
+	r := &rig{dir: t.TempDir(), url: ns.ClientURL(), sub: sub}
+	r.storeDir = filepath.Join(r.dir, "store")
+	if r.store, err = blob.NewFS(r.storeDir); err != nil {
 		t.Fatal(err)
 	}
-	gate := filepath.Join(dir, "go")
-	started := filepath.Join(dir, "started")
-	c := startWorker(t,
-		"SLUICE_NATS_URL="+ns.ClientURL(),
-		"SLUICE_STORE_DIR="+storeDir,
-		"SLUICE_DATA_DIR="+filepath.Join(dir, "data"),
-		"SLUICE_TEMPDIRECTORY="+dir,
+	return r
+}
+
+// env is the worker's configuration for the rig, with one slot and a
+// monitoring endpoint on a port of the system's choosing.
+func (r *rig) env(filterCommand string) []string {
+	return []string{
+		"SLUICE_NATS_URL=" + r.url,
+		"SLUICE_STORE_DIR=" + r.storeDir,
+		"SLUICE_DATA_DIR=" + filepath.Join(r.dir, "data"),
+		"SLUICE_TEMPDIRECTORY=" + r.dir,
 		"SLUICE_HTTP_LISTEN=127.0.0.1:0",
 		"SLUICE_WORKER_SLOTS=1",
-		fmt.Sprintf("SLUICE_FILTERCOMMAND=touch '%s'; while [ ! -e '%s' ]; do sleep 0.05; done; cat", started, gate),
-	)
+		"SLUICE_FILTERCOMMAND=" + filterCommand,
+	}
+}
+
+// submit stores msg as message id and publishes its job; the verdict
+// comes on the channel.
+func (r *rig) submit(t *testing.T, ctx context.Context, id, msg string) <-chan *sluicev1.Verdict {
+	t.Helper()
+	received := time.Now()
+	job := &sluicev1.FilterJob{
+		MessageId:   id,
+		EdgeId:      "edge1",
+		MessageKey:  blob.Key(id, received, blob.MessageName),
+		FilteredKey: blob.Key(id, received, blob.FilteredName),
+		RecordKey:   blob.Key(id, received, blob.RecordName),
+		Received:    timestamppb.New(received),
+		Deadline:    timestamppb.New(time.Now().Add(45 * time.Second)),
+		Recipients:  []string{"<b@example.org>"},
+	}
+	if _, err := r.store.Put(ctx, job.MessageKey, strings.NewReader(msg), int64(len(msg))); err != nil {
+		t.Fatal(err)
+	}
+	verdict := make(chan *sluicev1.Verdict, 1)
+	go func() {
+		v, err := r.sub.Submit(ctx, job)
+		if err != nil {
+			t.Errorf("Submit: %v", err)
+		}
+		verdict <- v
+	}()
+	return verdict
+}
+
+// TestDrainOnSIGTERM runs the worker against a NATS server, holds a job in
+// its filter, sends SIGTERM and sees readiness fail while the job
+// finishes.
+func TestDrainOnSIGTERM(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRig(t, ctx)
+	gate := filepath.Join(r.dir, "go")
+	started := filepath.Join(r.dir, "started")
+	c := startWorker(t, r.env(fmt.Sprintf("touch '%s'; while [ ! -e '%s' ]; do sleep 0.05; done; cat", started, gate))...)
 	var base string
 	select {
 	case a := <-c.addr:
@@ -192,29 +240,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		t.Errorf("/metrics lacks the slots:\n%s", metrics)
 	}
 
-	received := time.Now()
-	job := &sluicev1.FilterJob{
-		MessageId:   "m1",
-		EdgeId:      "edge1",
-		MessageKey:  blob.Key("m1", received, blob.MessageName),
-		FilteredKey: blob.Key("m1", received, blob.FilteredName),
-		RecordKey:   blob.Key("m1", received, blob.RecordName),
-		Received:    timestamppb.New(received),
-		Deadline:    timestamppb.New(time.Now().Add(45 * time.Second)),
-		Recipients:  []string{"<b@example.org>"},
-	}
-	msg := "Subject: hi\r\n\r\nhello\r\n"
-	if _, err := store.Put(ctx, job.MessageKey, strings.NewReader(msg), int64(len(msg))); err != nil {
-		t.Fatal(err)
-	}
-	verdict := make(chan *sluicev1.Verdict, 1)
-	go func() {
-		v, err := sub.Submit(ctx, job)
-		if err != nil {
-			t.Errorf("Submit: %v", err)
-		}
-		verdict <- v
-	}()
+	verdict := r.submit(t, ctx, "m1", "Subject: hi\r\n\r\nhello\r\n")
 	waitFor(t, "the filter to start", func() bool { _, err := os.Stat(started); return err == nil })
 	if _, metrics := get(t, base+"/metrics"); !strings.Contains(metrics, "sluice_worker_slots_busy 1\n") {
 		t.Errorf("/metrics does not show the busy slot:\n%s", metrics)
@@ -268,5 +294,73 @@ func TestHTTPListenInUse(t *testing.T) {
 	}
 	if l := c.log(); !strings.Contains(l, "http_listen") || !strings.Contains(l, ln.Addr().String()) {
 		t.Errorf("stderr does not name http_listen and the address:\n%s", l)
+	}
+}
+
+// TestFilterGetsNoSecrets runs the real worker with credentials in its
+// environment and a filter that dumps its own: neither sluice's settings
+// nor any credential (by name or by value) reaches the filter, the rest
+// of the environment does, or only what filter.env_allow lists.
+func TestFilterGetsNoSecrets(t *testing.T) {
+	secrets := map[string]string{
+		"SLUICE_STORE_S3_SECRET_KEY": "s3-secret-key-value",
+		"SLUICE_NATS_PASSWORD":       "nats-password-value",
+		"AWS_SECRET_ACCESS_KEY":      "aws-secret-access-key-value",
+		"AWS_SESSION_TOKEN":          "aws-session-token-value",
+	}
+	tests := []struct {
+		name, allow string
+		want, not   []string
+	}{
+		{"everything else", "", []string{"FILTER_KNOB=visible\n", "OTHER_KNOB=also\n", "PATH="}, nil},
+		{"allow-list", "PATH,FILTER_*,AWS_*", []string{"FILTER_KNOB=visible\n", "PATH="}, []string{"OTHER_KNOB", "HOME="}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			r := newRig(t, ctx)
+			dump := filepath.Join(r.dir, "env")
+			env := append(r.env(fmt.Sprintf("env > '%s'; cat", dump)),
+				"SLUICE_NATS_USER=worker",
+				"SLUICE_FILTER_ENV_ALLOW="+tt.allow,
+				"COPY_OF_PASSWORD=nats-password-value",
+				"FILTER_KNOB=visible",
+				"OTHER_KNOB=also",
+			)
+			for k, v := range secrets {
+				env = append(env, k+"="+v)
+			}
+			startWorker(t, env...)
+
+			v := <-r.submit(t, ctx, "m1", "Subject: hi\r\n\r\nhello\r\n")
+			if v.GetAction() != sluicev1.Verdict_ACTION_ACCEPT {
+				t.Fatalf("verdict %v", v)
+			}
+			b, err := os.ReadFile(dump)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := string(b)
+			for k, v := range secrets {
+				if strings.Contains(got, k) || strings.Contains(got, v) {
+					t.Errorf("the filter's environment holds %s or its value", k)
+				}
+			}
+			for _, leak := range append([]string{"SLUICE_", "AWS_", "COPY_OF_PASSWORD"}, tt.not...) {
+				if strings.Contains(got, leak) {
+					t.Errorf("the filter's environment holds %s", leak)
+				}
+			}
+			// The contract's variables are there whatever the allow-list says.
+			for _, want := range append([]string{"TMPDIR=" + r.dir + "\n", "RECIPIENTS=<b@example.org>\n"}, tt.want...) {
+				if !strings.Contains(got, want) {
+					t.Errorf("the filter's environment lacks %q", want)
+				}
+			}
+			if t.Failed() {
+				t.Logf("filter environment:\n%s", got)
+			}
+		})
 	}
 }
