@@ -120,6 +120,8 @@ func runPipe(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Write
 		return res, fmt.Errorf("filter: reading message: %w", o.inErr)
 	case o.outErr != nil:
 		return res, fmt.Errorf("filter: writing output: %w", o.outErr)
+	case o.storeStalled:
+		return res, fmt.Errorf("filter: writing output: gave up waiting for the store: %w", context.Cause(ctx))
 	}
 	return res, nil
 }
@@ -199,6 +201,8 @@ func (o outcome) result(ctx context.Context, spec Spec) Result {
 		res = tempFail("message store failed", "reading message: "+o.inErr.Error())
 	case o.outErr != nil:
 		res = tempFail("message store failed", "writing output: "+o.outErr.Error())
+	case o.storeStalled:
+		res = tempFail("message store failed", "writing output: gave up waiting for the store: "+context.Cause(ctx).Error())
 	case o.stop == stopTimeout:
 		res = tempFail("filter timed out", fmt.Sprintf("timed out after %s", spec.Timeout))
 	case o.stop == stopCanceled:

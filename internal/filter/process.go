@@ -47,14 +47,15 @@ const (
 
 // outcome is what one run of the shell produced.
 type outcome struct {
-	startErr error
-	waitErr  error
-	state    *os.ProcessState // nil when the shell did not start or could not be waited for
-	stop     stopReason
-	stderr   []byte
-	written  int64 // bytes written to the stdout writer
-	inErr    error // reading the message
-	outErr   error // writing the output
+	startErr     error
+	waitErr      error
+	state        *os.ProcessState // nil when the shell did not start or could not be waited for
+	stop         stopReason
+	storeStalled bool // ctx ended while the store held the output copier
+	stderr       []byte
+	written      int64 // bytes written to the stdout writer
+	inErr        error // reading the message
+	outErr       error // writing the output
 }
 
 func (s Spec) killGrace() time.Duration {
@@ -64,152 +65,222 @@ func (s Spec) killGrace() time.Duration {
 	return defaultKillGrace
 }
 
-// execute runs spec.Command as /bin/sh -c in its own process group and
-// supervises it until the shell has exited and its pipes are closed. stdin
-// is streamed to the filter's stdin (nil: /dev/null); the filter's stdout
-// is streamed to stdout (nil: the process's own stdout, as proxsmtpd's file
-// mode does). stderr is always captured, bounded.
-func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdout io.Writer) (o outcome) {
+// shell is a started /bin/sh -c and sluice's ends of its pipes.
+type shell struct {
+	cmd  *exec.Cmd
+	errR *os.File // its stderr
+	outR *os.File // its stdout; nil when it writes to the process's own
+	inW  *os.File // its stdin; nil for /dev/null
+}
+
+// startShell starts spec.Command as /bin/sh -c in its own process group,
+// with pipes for stderr and, when asked for, stdin and stdout; without
+// them stdin is /dev/null and stdout the process's own, as proxsmtpd's
+// file mode has it.
+func startShell(spec Spec, env []string, withStdin, withStdout bool) (*shell, error) {
 	cmd := exec.Command("/bin/sh", "-c", spec.Command)
 	cmd.Env = env
 	// Its own process group, so that a timeout can kill the real filter
 	// too: dash runs it as a child of sh (B29, B32).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout = os.Stdout
 
-	var childEnds, ourEnds []*os.File
-	closeAll := func(fs []*os.File) {
-		for _, f := range fs {
+	sh := &shell{cmd: cmd}
+	var childEnds []*os.File
+	defer func() { closeFiles(childEnds...) }()
+	pipe := func(what string) (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err != nil {
+			sh.closeOurs()
+			return nil, nil, fmt.Errorf("%s pipe: %w", what, err)
+		}
+		return r, w, nil
+	}
+
+	errR, errW, err := pipe("stderr")
+	if err != nil {
+		return nil, err
+	}
+	sh.errR, cmd.Stderr, childEnds = errR, errW, append(childEnds, errW)
+	if withStdin {
+		inR, inW, err := pipe("stdin")
+		if err != nil {
+			return nil, err
+		}
+		sh.inW, cmd.Stdin, childEnds = inW, inR, append(childEnds, inR)
+	}
+	if withStdout {
+		outR, outW, err := pipe("stdout")
+		if err != nil {
+			return nil, err
+		}
+		sh.outR, cmd.Stdout, childEnds = outR, outW, append(childEnds, outW)
+	}
+	if err := cmd.Start(); err != nil {
+		sh.closeOurs()
+		return nil, err
+	}
+	return sh, nil
+}
+
+// closeOurs closes sluice's ends of the pipes; closing one twice is harmless.
+func (sh *shell) closeOurs() { closeFiles(sh.errR, sh.outR, sh.inW) }
+
+func closeFiles(fs ...*os.File) {
+	for _, f := range fs {
+		if f != nil {
 			_ = f.Close()
 		}
 	}
-	defer func() { closeAll(ourEnds) }()
+}
 
-	errR, errW, err := os.Pipe()
+// execute runs spec.Command and supervises it until the shell has exited
+// and its pipes are closed. stdin is streamed to the filter's stdin (nil:
+// /dev/null); the filter's stdout is streamed to stdout (nil: the
+// process's own stdout, as proxsmtpd's file mode does). stderr is always
+// captured, bounded.
+func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdout io.Writer) outcome {
+	sh, err := startShell(spec, env, stdin != nil, stdout != nil)
 	if err != nil {
-		o.startErr = fmt.Errorf("stderr pipe: %w", err)
-		return o
+		return outcome{startErr: err}
 	}
-	childEnds, ourEnds = append(childEnds, errW), append(ourEnds, errR)
-	cmd.Stderr = errW
-
-	var inW *os.File
-	if stdin != nil {
-		inR, w, err := os.Pipe()
-		if err != nil {
-			closeAll(childEnds)
-			o.startErr = fmt.Errorf("stdin pipe: %w", err)
-			return o
-		}
-		inW = w
-		childEnds, ourEnds = append(childEnds, inR), append(ourEnds, inW)
-		cmd.Stdin = inR
-	}
-
-	var outR *os.File
+	defer sh.closeOurs()
+	s := &supervisor{spec: spec, sh: sh, o: &outcome{}, failed: make(chan struct{}), exited: make(chan struct{})}
 	if stdout != nil {
-		r, outW, err := os.Pipe()
-		if err != nil {
-			closeAll(childEnds)
-			o.startErr = fmt.Errorf("stdout pipe: %w", err)
-			return o
-		}
-		outR = r
-		childEnds, ourEnds = append(childEnds, outW), append(ourEnds, outR)
-		cmd.Stdout = outW
-	} else {
-		cmd.Stdout = os.Stdout
+		s.out = &output{w: stdout}
 	}
+	s.startIO(stdin)
+	go func() {
+		s.o.waitErr = sh.cmd.Wait()
+		close(s.exited)
+	}()
+	s.loop(ctx)
 
-	err = cmd.Start()
-	closeAll(childEnds)
-	if err != nil {
-		o.startErr = err
-		return o
+	if sh.inW != nil {
+		// Unblocks a feeder stuck writing to a pipe nobody reads.
+		_ = sh.inW.Close()
 	}
-
-	var deadline <-chan time.Time
-	if spec.Timeout > 0 {
-		t := time.NewTimer(spec.Timeout)
-		defer t.Stop()
-		deadline = t.C
+	<-s.fed
+	if s.killed != nil {
+		<-s.killed
 	}
+	s.o.state = sh.cmd.ProcessState
+	s.o.stderr = s.tail.Bytes()
+	if s.out != nil {
+		s.o.written, s.o.outErr = s.out.n, s.out.err
+	}
+	return *s.o
+}
 
-	failed := make(chan struct{})
-	var failOnce sync.Once
-	fail := func() { failOnce.Do(func() { close(failed) }) }
-	var ioFailed <-chan struct{} = failed // nil once stopped
+// supervisor watches one run of the shell: its exit, its pipes, the
+// deadlines, and failures of the message's store on either side.
+type supervisor struct {
+	spec Spec
+	sh   *shell
+	out  *output // nil when stdout is not read
+	o    *outcome
+	tail *tailBuffer
 
+	failOnce  sync.Once
+	failed    chan struct{} // closed when reading the message or writing the output failed
+	exited    chan struct{} // closed once the shell was waited for
+	pipesDone chan struct{} // closed once stdout and stderr reached EOF or were closed
+	fed       chan struct{} // closed once the feeder is done
+	killed    chan struct{} // closed when terminate is done; nil until stopped
+}
+
+func (s *supervisor) fail() { s.failOnce.Do(func() { close(s.failed) }) }
+
+// startIO starts the goroutines that feed stdin and read stdout and stderr.
+func (s *supervisor) startIO(stdin io.Reader) {
 	var copiers sync.WaitGroup
-	tail := &tailBuffer{max: stderrTail}
+	s.tail = &tailBuffer{max: stderrTail}
 	copiers.Go(func() {
 		// Read errors only happen once the pipe is force-closed.
-		_, _ = io.CopyBuffer(tail, errR, make([]byte, 4<<10))
+		_, _ = io.CopyBuffer(s.tail, s.sh.errR, make([]byte, 4<<10))
 	})
-	if outR != nil {
+	if s.out != nil {
 		copiers.Go(func() {
-			o.written, o.outErr = copyOut(stdout, outR)
-			if o.outErr != nil {
-				fail()
+			if s.out.copyFrom(s.sh.outR); s.out.err != nil {
+				s.fail()
 			}
 		})
 	}
-	pipesDone := make(chan struct{})
+	s.pipesDone = make(chan struct{})
 	go func() {
 		copiers.Wait()
-		close(pipesDone)
+		close(s.pipesDone)
 	}()
 
-	fed := make(chan struct{})
-	if inW != nil {
-		go func() {
-			defer close(fed)
-			if o.inErr = feed(inW, stdin); o.inErr != nil {
-				fail()
-			}
-		}()
-	} else {
-		close(fed)
+	s.fed = make(chan struct{})
+	if s.sh.inW == nil {
+		close(s.fed)
+		return
 	}
-
-	exited := make(chan struct{})
 	go func() {
-		o.waitErr = cmd.Wait()
-		close(exited)
+		defer close(s.fed)
+		if s.o.inErr = feed(s.sh.inW, stdin); s.o.inErr != nil {
+			s.fail()
+		}
 	}()
+}
 
+// loop waits until the shell has exited and its pipes are closed,
+// stopping it when a deadline passes, ctx ends or the store fails.
+//
+// FilterTimeout and the grace for background processes count the time
+// Run waits for the filter, not for the store: while the output copier
+// is blocked writing to out, a slow store holds the filter up, and that
+// is not the filter's doing (issue 6, item 7).
+func (s *supervisor) loop(ctx context.Context) {
 	var (
+		deadline, drain     *budget
 		ctxDone             = ctx.Done()
-		exitedC             = exited
-		drain, hard         <-chan time.Time
-		killing, killed     chan struct{}
+		failed              = s.failed // nil once stopped
+		exited              = s.exited
+		pipesDone           = s.pipesDone
+		killing             chan struct{}
+		hard                <-chan time.Time
 		isExited, isDrained bool
 	)
+	if s.spec.Timeout > 0 {
+		deadline = newBudget(s.spec.Timeout, s.out)
+		defer deadline.stop()
+	}
+	defer func() { drain.stop() }()
 	stop := func(r stopReason) {
-		o.stop = r
-		deadline, ctxDone, ioFailed, drain = nil, nil, nil, nil
-		killed = make(chan struct{})
-		killing = killed
-		go terminate(cmd.Process, spec.killGrace(), exited, killed)
+		s.o.stop = r
+		deadline.stop()
+		drain.stop()
+		deadline, drain, ctxDone, failed = nil, nil, nil, nil
+		s.killed = make(chan struct{})
+		killing = s.killed
+		go terminate(s.sh.cmd.Process, s.spec.killGrace(), s.exited, s.killed)
 	}
 	for !isExited || !isDrained {
 		select {
-		case <-exitedC:
-			exitedC, isExited = nil, true
-			if !isDrained && o.stop == notStopped {
+		case <-exited:
+			exited, isExited = nil, true
+			if !isDrained && s.o.stop == notStopped {
 				// Only a background process of the filter can still hold
 				// the pipes; give it a moment, then stop it (COMPAT 5).
-				drain = time.After(spec.killGrace())
+				drain = newBudget(s.spec.killGrace(), s.out)
 			}
 		case <-pipesDone:
 			pipesDone, isDrained = nil, true
-		case <-deadline:
-			stop(stopTimeout)
+		case <-deadline.C():
+			if deadline.expired() {
+				stop(stopTimeout)
+			}
 		case <-ctxDone:
+			// A store that never took the output is the store's failure.
+			s.o.storeStalled = s.out.writing()
 			stop(stopCanceled)
-		case <-ioFailed:
+		case <-failed:
 			stop(stopIO)
-		case <-drain:
-			stop(stopStuck)
+		case <-drain.C():
+			if drain.expired() {
+				stop(stopStuck)
+			}
 		case <-killing:
 			killing = nil
 			hard = time.After(hardStop)
@@ -217,23 +288,49 @@ func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdo
 			// Something outside the group (it called setsid) still holds
 			// the pipes. Closing our ends unblocks the copiers.
 			hard = nil
-			_ = errR.Close()
-			if outR != nil {
-				_ = outR.Close()
-			}
+			closeFiles(s.sh.errR, s.sh.outR)
 		}
 	}
-	if inW != nil {
-		// Unblocks a feeder stuck writing to a pipe nobody reads.
-		_ = inW.Close()
+}
+
+// budget is a timer on the filter's clock: it expires once Run has waited
+// d for the filter, not counting the time the store kept the output
+// copier waiting. A nil budget never expires.
+type budget struct {
+	out   *output // nil: every moment counts
+	d     time.Duration
+	since time.Time
+	base  time.Duration // out's store time at since
+	t     *time.Timer
+}
+
+func newBudget(d time.Duration, out *output) *budget {
+	return &budget{out: out, d: d, since: time.Now(), base: out.storeTime(), t: time.NewTimer(d)}
+}
+
+// C fires when the budget may have run out; expired says whether it has.
+func (b *budget) C() <-chan time.Time {
+	if b == nil {
+		return nil
 	}
-	<-fed
-	if killed != nil {
-		<-killed
+	return b.t.C
+}
+
+// expired reports whether the budget is used up, and if not sets the
+// timer again for what is left.
+func (b *budget) expired() bool {
+	used := time.Since(b.since) - (b.out.storeTime() - b.base)
+	if used >= b.d {
+		return true
 	}
-	o.state = cmd.ProcessState
-	o.stderr = tail.Bytes()
-	return o
+	b.t.Reset(b.d - used)
+	return false
+}
+
+func (b *budget) stop() {
+	if b != nil {
+		b.t.Stop()
+	}
 }
 
 // terminate sends SIGTERM to the shell's process group and, if anything in
@@ -341,19 +438,75 @@ func feed(w *os.File, r io.Reader) error {
 	}
 }
 
-// copyOut streams the filter's stdout to out and returns the bytes written
-// and the error of out, if any. Read errors only happen once the pipe is
-// force-closed, and the outcome says why then.
-func copyOut(out io.Writer, r *os.File) (int64, error) {
-	cw := &countWriter{w: out}
-	_, err := io.CopyBuffer(cw, r, make([]byte, copyBuffer))
-	if cw.err != nil {
-		return cw.n, cw.err
+// output is where the filter's stdout goes: the store's writer, and what
+// Run must know about it: what was written, the store's error, and how
+// long the store kept the copier waiting.
+type output struct {
+	w   io.Writer
+	n   int64 // bytes written; read once the copier is done
+	err error // w's error; read once the copier is done
+
+	mu     sync.Mutex
+	since  time.Time     // start of the write in progress; zero between writes
+	waited time.Duration // in writes that returned
+}
+
+// copyFrom streams r to the store until EOF or the store's failure. Read
+// errors only happen once the pipe is force-closed, and the outcome says
+// why then.
+func (o *output) copyFrom(r *os.File) {
+	buf := make([]byte, copyBuffer)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			if o.err = o.write(buf[:n]); o.err != nil {
+				return
+			}
+		}
+		if rerr != nil {
+			return
+		}
 	}
-	if errors.Is(err, io.ErrShortWrite) {
-		return cw.n, err
+}
+
+func (o *output) write(p []byte) error {
+	o.mu.Lock()
+	o.since = time.Now()
+	o.mu.Unlock()
+	n, err := o.w.Write(p)
+	o.mu.Lock()
+	o.waited += time.Since(o.since)
+	o.since = time.Time{}
+	o.mu.Unlock()
+	o.n += int64(n)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
 	}
-	return cw.n, nil
+	return err
+}
+
+// storeTime is how long the copier has waited for the store so far, the
+// write in progress included.
+func (o *output) storeTime() time.Duration {
+	if o == nil {
+		return 0
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.since.IsZero() {
+		return o.waited
+	}
+	return o.waited + time.Since(o.since)
+}
+
+// writing reports whether the copier is waiting for the store now.
+func (o *output) writing() bool {
+	if o == nil {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.since.IsZero()
 }
 
 // countWriter counts what reaches w and remembers w's error, to tell it
