@@ -364,3 +364,21 @@ func TestFilterGetsNoSecrets(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxOutputSize: the worker stops a filter that writes more than
+// filter.max_output_size, which defaults to max_message_size.
+func TestMaxOutputSize(t *testing.T) {
+	for _, setting := range []string{"SLUICE_FILTER_MAX_OUTPUT_SIZE=1000", "SLUICE_MAX_MESSAGE_SIZE=1000"} {
+		t.Run(setting, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			r := newRig(t, ctx)
+			startWorker(t, append(r.env("cat; head -c 5000 /dev/zero"), setting)...)
+			v := <-r.submit(t, ctx, "m1", "Subject: hi\r\n\r\nhello\r\n")
+			if v.GetAction() != sluicev1.Verdict_ACTION_TEMPFAIL || !strings.HasPrefix(v.GetReply(), "451 4.3.4 ") ||
+				!strings.Contains(v.GetDetail(), "(1000 bytes)") {
+				t.Errorf("verdict %v", v)
+			}
+		})
+	}
+}

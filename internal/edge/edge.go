@@ -232,11 +232,12 @@ func FilterSpec(cfg *config.Config) filter.Spec {
 		mode = filter.File
 	}
 	return filter.Spec{
-		Command: cfg.FilterCommand,
-		Mode:    mode,
-		Timeout: cfg.FilterTimeout,
-		TempDir: cfg.TempDirectory,
-		Environ: filter.Inherited(os.Environ(), cfg.Filter.EnvAllow, cfg.Secrets()),
+		Command:   cfg.FilterCommand,
+		Mode:      mode,
+		Timeout:   cfg.FilterTimeout,
+		TempDir:   cfg.TempDirectory,
+		MaxOutput: cfg.Filter.MaxOutputSize,
+		Environ:   filter.Inherited(os.Environ(), cfg.Filter.EnvAllow, cfg.Secrets()),
 	}
 }
 

@@ -43,6 +43,7 @@ const (
 	stopCanceled            // ctx was done
 	stopIO                  // reading the message or writing the output failed
 	stopStuck               // the shell exited, something it started held the pipes open
+	stopTooLarge            // the filter wrote more than Spec.MaxOutput
 )
 
 // outcome is what one run of the shell produced.
@@ -52,6 +53,7 @@ type outcome struct {
 	state        *os.ProcessState // nil when the shell did not start or could not be waited for
 	stop         stopReason
 	storeStalled bool // ctx ended while the store held the output copier
+	tooLarge     bool // the filter wrote more than Spec.MaxOutput
 	stderr       []byte
 	written      int64 // bytes written to the stdout writer
 	inErr        error // reading the message
@@ -146,7 +148,7 @@ func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdo
 	defer sh.closeOurs()
 	s := &supervisor{spec: spec, sh: sh, o: &outcome{}, failed: make(chan struct{}), exited: make(chan struct{})}
 	if stdout != nil {
-		s.out = &output{w: stdout}
+		s.out = &output{w: stdout, limit: spec.MaxOutput}
 	}
 	s.startIO(stdin)
 	go func() {
@@ -166,7 +168,7 @@ func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdo
 	s.o.state = sh.cmd.ProcessState
 	s.o.stderr = s.tail.Bytes()
 	if s.out != nil {
-		s.o.written, s.o.outErr = s.out.n, s.out.err
+		s.o.written, s.o.outErr, s.o.tooLarge = s.out.n, s.out.err, s.out.tooLarge
 	}
 	return *s.o
 }
@@ -180,15 +182,21 @@ type supervisor struct {
 	o    *outcome
 	tail *tailBuffer
 
-	failOnce  sync.Once
-	failed    chan struct{} // closed when reading the message or writing the output failed
-	exited    chan struct{} // closed once the shell was waited for
-	pipesDone chan struct{} // closed once stdout and stderr reached EOF or were closed
-	fed       chan struct{} // closed once the feeder is done
-	killed    chan struct{} // closed when terminate is done; nil until stopped
+	failOnce   sync.Once
+	failed     chan struct{} // closed when reading the message or writing the output failed, or the output is too large
+	failReason stopReason    // why failed was closed
+	exited     chan struct{} // closed once the shell was waited for
+	pipesDone  chan struct{} // closed once stdout and stderr reached EOF or were closed
+	fed        chan struct{} // closed once the feeder is done
+	killed     chan struct{} // closed when terminate is done; nil until stopped
 }
 
-func (s *supervisor) fail() { s.failOnce.Do(func() { close(s.failed) }) }
+func (s *supervisor) fail(r stopReason) {
+	s.failOnce.Do(func() {
+		s.failReason = r
+		close(s.failed)
+	})
+}
 
 // startIO starts the goroutines that feed stdin and read stdout and stderr.
 func (s *supervisor) startIO(stdin io.Reader) {
@@ -200,8 +208,12 @@ func (s *supervisor) startIO(stdin io.Reader) {
 	})
 	if s.out != nil {
 		copiers.Go(func() {
-			if s.out.copyFrom(s.sh.outR); s.out.err != nil {
-				s.fail()
+			s.out.copyFrom(s.sh.outR)
+			switch {
+			case s.out.err != nil:
+				s.fail(stopIO)
+			case s.out.tooLarge:
+				s.fail(stopTooLarge)
 			}
 		})
 	}
@@ -219,7 +231,7 @@ func (s *supervisor) startIO(stdin io.Reader) {
 	go func() {
 		defer close(s.fed)
 		if s.o.inErr = feed(s.sh.inW, stdin); s.o.inErr != nil {
-			s.fail()
+			s.fail(stopIO)
 		}
 	}()
 }
@@ -276,7 +288,7 @@ func (s *supervisor) loop(ctx context.Context) {
 			s.o.storeStalled = s.out.writing()
 			stop(stopCanceled)
 		case <-failed:
-			stop(stopIO)
+			stop(s.failReason)
 		case <-drain.C():
 			if drain.expired() {
 				stop(stopStuck)
@@ -442,23 +454,32 @@ func feed(w *os.File, r io.Reader) error {
 // Run must know about it: what was written, the store's error, and how
 // long the store kept the copier waiting.
 type output struct {
-	w   io.Writer
-	n   int64 // bytes written; read once the copier is done
-	err error // w's error; read once the copier is done
+	w        io.Writer
+	limit    int64 // Spec.MaxOutput
+	n        int64 // bytes written; read once the copier is done
+	err      error // w's error; read once the copier is done
+	tooLarge bool  // the filter wrote more than limit; read once the copier is done
 
 	mu     sync.Mutex
 	since  time.Time     // start of the write in progress; zero between writes
 	waited time.Duration // in writes that returned
 }
 
-// copyFrom streams r to the store until EOF or the store's failure. Read
-// errors only happen once the pipe is force-closed, and the outcome says
-// why then.
+// copyFrom streams r to the store until EOF, the store's failure or the
+// limit. Read errors only happen once the pipe is force-closed, and the
+// outcome says why then.
 func (o *output) copyFrom(r *os.File) {
 	buf := make([]byte, copyBuffer)
 	for {
 		n, rerr := r.Read(buf)
 		if n > 0 {
+			if o.limit > 0 && o.n+int64(n) > o.limit {
+				// Nothing past the limit reaches the store; closing the
+				// pipe ends a filter that ignores the signals to come.
+				o.tooLarge = true
+				_ = r.Close()
+				return
+			}
 			if o.err = o.write(buf[:n]); o.err != nil {
 				return
 			}

@@ -364,3 +364,20 @@ func TestSlowStore(t *testing.T) {
 		})
 	}
 }
+
+// TestOutputTooLarge: a filter that writes more than filter.max_output_size
+// is stopped, the sender gets a 4xx, and nothing is stored for delivery.
+func TestOutputTooLarge(t *testing.T) {
+	w, store := newWorker(t, "cat; head -c 200000 /dev/zero")
+	w.Filter.MaxOutput = 100_000
+	job := newJob(t, store, "m1", body)
+	v := handle(t, w, job, 1)
+	if v.Action != sluicev1.Verdict_ACTION_TEMPFAIL || !strings.HasPrefix(v.Reply, "451 4.3.4 ") ||
+		!strings.Contains(v.Detail, "filter.max_output_size") || v.DeliverKey != "" {
+		t.Errorf("verdict %v", v)
+	}
+	if _, err := read(t, store, job.FilteredKey); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("the oversized output was stored: %v", err)
+	}
+	record(t, store, job, v)
+}
