@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -381,4 +382,55 @@ func TestMaxOutputSize(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFilterLeftovers: a process a filter started in a session of its
+// own, which the kill of its process group cannot reach, ends with the
+// filter's run: the worker is a child subreaper.
+func TestFilterLeftovers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRig(t, ctx)
+	mark := filepath.Join(r.dir, "escaped")
+	arg := fmt.Sprintf("1000.%09d", time.Now().UnixNano()%1e9) // sleep 1000 s, findable in /proc
+	filter := fmt.Sprintf("setsid sh -c 'touch %s; exec sleep %s' </dev/null >/dev/null 2>&1 & "+
+		"while [ ! -e %s ]; do sleep 0.01; done; cat", mark, arg, mark)
+	startWorker(t, r.env(filter)...)
+
+	v := <-r.submit(t, ctx, "m1", "Subject: hi\r\n\r\nhello\r\n")
+	if v.GetAction() != sluicev1.Verdict_ACTION_ACCEPT {
+		t.Fatalf("verdict %v", v)
+	}
+	var left []int
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if left = running("sleep", arg); len(left) == 0 {
+			return
+		}
+	}
+	t.Errorf("sleep %s (pids %v) outlived the filter's run", arg, left)
+	for _, p := range left {
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+}
+
+// running returns the pids of live processes of command name whose
+// command line holds arg.
+func running(name, arg string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err1 := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		stat, err2 := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err1 != nil || err2 != nil || !strings.Contains(string(cmdline), arg) ||
+			!strings.HasPrefix(string(stat), e.Name()+" ("+name+") ") ||
+			strings.Contains(string(stat), ") Z ") {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
 }

@@ -1,7 +1,6 @@
 package filter
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -25,7 +23,8 @@ const (
 
 	// hardStop is how long the pipes may stay open once the process group
 	// is gone or SIGKILLed: only a process that left the group (setsid) can
-	// hold them that long, and Run must not wait for it.
+	// hold them that long, and Run must not wait for it. The subreaper
+	// kills it sooner; without one, sluice cannot reach it.
 	hardStop = time.Second
 
 	// pollGroup is how often a terminating process group is checked.
@@ -73,6 +72,8 @@ type shell struct {
 	errR *os.File // its stderr
 	outR *os.File // its stdout; nil when it writes to the process's own
 	inW  *os.File // its stdin; nil for /dev/null
+
+	window *window // nil without the subreaper
 }
 
 // startShell starts spec.Command as /bin/sh -c in its own process group,
@@ -117,7 +118,12 @@ func startShell(spec Spec, env []string, withStdin, withStdout bool) (*shell, er
 		}
 		sh.outR, cmd.Stdout, childEnds = outR, outW, append(childEnds, outW)
 	}
-	if err := cmd.Start(); err != nil {
+	if r := subreaper.r.Load(); r != nil {
+		sh.window, err = r.startShell(cmd)
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
 		sh.closeOurs()
 		return nil, err
 	}
@@ -153,6 +159,7 @@ func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdo
 	s.startIO(stdin)
 	go func() {
 		s.o.waitErr = sh.cmd.Wait()
+		sh.window.shellDone()
 		close(s.exited)
 	}()
 	s.loop(ctx)
@@ -165,6 +172,9 @@ func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdo
 	if s.killed != nil {
 		<-s.killed
 	}
+	// Whatever the filter left running, in its group or out of it, ends
+	// with the run (with the subreaper).
+	sh.window.finish()
 	s.o.state = sh.cmd.ProcessState
 	s.o.stderr = s.tail.Bytes()
 	if s.out != nil {
@@ -294,12 +304,17 @@ func (s *supervisor) loop(ctx context.Context) {
 				stop(stopStuck)
 			}
 		case <-killing:
+			// The group is gone or SIGKILLed: so is, with the subreaper,
+			// what left the group and may hold the pipes.
 			killing = nil
+			s.sh.window.end()
 			hard = time.After(hardStop)
 		case <-hard:
 			// Something outside the group (it called setsid) still holds
-			// the pipes. Closing our ends unblocks the copiers.
+			// the pipes. Another scan may find it adopted by now; closing
+			// our ends unblocks the copiers anyway.
 			hard = nil
+			s.sh.window.end()
 			closeFiles(s.sh.errR, s.sh.outR)
 		}
 	}
@@ -383,8 +398,8 @@ func terminate(p *os.Process, grace time.Duration, exited <-chan struct{}, done 
 
 // groupAlive reports whether a process of group pgid is still running.
 // kill(2) also counts zombies, and orphans of the filter stay zombies as
-// long as PID 1 does not reap them (slowly, or never in a container
-// without an init), so /proc has the last word where it exists.
+// long as their new parent does not reap them (slowly, or never in a
+// container without an init), so /proc has the last word where it exists.
 func groupAlive(pgid int) bool {
 	if errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH) {
 		return false
@@ -398,34 +413,11 @@ func groupAlive(pgid int) bool {
 		if err != nil {
 			continue
 		}
-		state, pgrp, ok := procStat(pid)
-		if ok && pgrp == pgid && state != 'Z' && state != 'X' {
+		if st, ok := readStat(pid); ok && st.pgrp == pgid && !st.dead() {
 			return true
 		}
 	}
 	return false
-}
-
-// procStat reads a process's state and process group from /proc.
-func procStat(pid int) (state byte, pgrp int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 3 || len(f[0]) != 1 {
-		return 0, 0, false
-	}
-	pgrp, err = strconv.Atoi(f[2])
-	if err != nil {
-		return 0, 0, false
-	}
-	return f[0][0], pgrp, true
 }
 
 // feed streams the message to the filter's stdin. A filter that stops
