@@ -254,70 +254,74 @@ func (s *supervisor) startIO(stdin io.Reader) {
 // is blocked writing to out, a slow store holds the filter up, and that
 // is not the filter's doing (issue 6, item 7).
 func (s *supervisor) loop(ctx context.Context) {
-	var (
-		deadline, drain     *budget
-		ctxDone             = ctx.Done()
-		failed              = s.failed // nil once stopped
-		exited              = s.exited
-		pipesDone           = s.pipesDone
-		killing             chan struct{}
-		hard                <-chan time.Time
-		isExited, isDrained bool
-	)
+	w := &watch{ctxDone: ctx.Done(), failed: s.failed, exited: s.exited, pipesDone: s.pipesDone}
 	if s.spec.Timeout > 0 {
-		deadline = newBudget(s.spec.Timeout, s.out)
-		defer deadline.stop()
+		w.deadline = newBudget(s.spec.Timeout, s.out)
 	}
-	defer func() { drain.stop() }()
-	stop := func(r stopReason) {
-		s.o.stop = r
-		deadline.stop()
-		drain.stop()
-		deadline, drain, ctxDone, failed = nil, nil, nil, nil
-		s.killed = make(chan struct{})
-		killing = s.killed
-		go terminate(s.sh.cmd.Process, s.spec.killGrace(), s.exited, s.killed)
-	}
-	for !isExited || !isDrained {
+	defer func() { w.deadline.stop(); w.drain.stop() }()
+	for w.exited != nil || w.pipesDone != nil {
 		select {
-		case <-exited:
-			exited, isExited = nil, true
-			if !isDrained && s.o.stop == notStopped {
+		case <-w.exited:
+			w.exited = nil
+			if w.pipesDone != nil && s.o.stop == notStopped {
 				// Only a background process of the filter can still hold
 				// the pipes; give it a moment, then stop it (COMPAT 5).
-				drain = newBudget(s.spec.killGrace(), s.out)
+				w.drain = newBudget(s.spec.killGrace(), s.out)
 			}
-		case <-pipesDone:
-			pipesDone, isDrained = nil, true
-		case <-deadline.C():
-			if deadline.expired() {
-				stop(stopTimeout)
+		case <-w.pipesDone:
+			w.pipesDone = nil
+		case <-w.deadline.C():
+			if w.deadline.expired() {
+				s.stop(w, stopTimeout)
 			}
-		case <-ctxDone:
+		case <-w.ctxDone:
 			// A store that never took the output is the store's failure.
 			s.o.storeStalled = s.out.writing()
-			stop(stopCanceled)
-		case <-failed:
-			stop(s.failReason)
-		case <-drain.C():
-			if drain.expired() {
-				stop(stopStuck)
+			s.stop(w, stopCanceled)
+		case <-w.failed:
+			s.stop(w, s.failReason)
+		case <-w.drain.C():
+			if w.drain.expired() {
+				s.stop(w, stopStuck)
 			}
-		case <-killing:
+		case <-w.killing:
 			// The group is gone or SIGKILLed: so is, with the subreaper,
 			// what left the group and may hold the pipes.
-			killing = nil
+			w.killing = nil
 			s.sh.window.end()
-			hard = time.After(hardStop)
-		case <-hard:
+			w.hard = time.After(hardStop)
+		case <-w.hard:
 			// Something outside the group (it called setsid) still holds
 			// the pipes. Another scan may find it adopted by now; closing
 			// our ends unblocks the copiers anyway.
-			hard = nil
+			w.hard = nil
 			s.sh.window.end()
 			closeFiles(s.sh.errR, s.sh.outR)
 		}
 	}
+}
+
+// watch is what loop waits for; it no longer waits for a nil one.
+type watch struct {
+	deadline, drain *budget
+	ctxDone         <-chan struct{}
+	failed          <-chan struct{}
+	exited          <-chan struct{}
+	pipesDone       <-chan struct{}
+	killing         <-chan struct{}
+	hard            <-chan time.Time
+}
+
+// stop stops the filter for r: its process group gets SIGTERM, then
+// SIGKILL, and only the end of the shell and its pipes matter any more.
+func (s *supervisor) stop(w *watch, r stopReason) {
+	s.o.stop = r
+	w.deadline.stop()
+	w.drain.stop()
+	w.deadline, w.drain, w.ctxDone, w.failed = nil, nil, nil, nil
+	s.killed = make(chan struct{})
+	w.killing = s.killed
+	go terminate(s.sh.cmd.Process, s.spec.killGrace(), s.exited, s.killed)
 }
 
 // budget is a timer on the filter's clock: it expires once Run has waited
