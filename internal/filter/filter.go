@@ -126,7 +126,7 @@ func runPipe(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Write
 	case o.outErr != nil:
 		return res, fmt.Errorf("filter: writing output: %w", o.outErr)
 	case o.storeStalled:
-		return res, fmt.Errorf("filter: writing output: gave up waiting for the store: %w", context.Cause(ctx))
+		return res, fmt.Errorf("filter: gave up waiting for the message store: %w", context.Cause(ctx))
 	}
 	return res, nil
 }
@@ -230,7 +230,7 @@ func (o outcome) result(ctx context.Context, spec Spec) Result {
 	case o.outErr != nil:
 		res = tempFail("message store failed", "writing output: "+o.outErr.Error())
 	case o.storeStalled:
-		res = tempFail("message store failed", "writing output: gave up waiting for the store: "+context.Cause(ctx).Error())
+		res = tempFail("message store failed", "gave up waiting for the message store: "+context.Cause(ctx).Error())
 	case o.tooLarge:
 		// Checked before the stop reasons: the loop may end before it
 		// sees the copier's signal.

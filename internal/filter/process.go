@@ -152,9 +152,10 @@ func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdo
 		return outcome{startErr: err}
 	}
 	defer sh.closeOurs()
-	s := &supervisor{spec: spec, sh: sh, o: &outcome{}, failed: make(chan struct{}), exited: make(chan struct{})}
+	s := &supervisor{spec: spec, sh: sh, o: &outcome{}, wait: &storeClock{},
+		failed: make(chan struct{}), exited: make(chan struct{})}
 	if stdout != nil {
-		s.out = &output{w: stdout, limit: spec.MaxOutput}
+		s.out = &output{w: stdout, limit: spec.MaxOutput, wait: s.wait}
 	}
 	s.startIO(stdin)
 	go func() {
@@ -188,7 +189,8 @@ func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdo
 type supervisor struct {
 	spec Spec
 	sh   *shell
-	out  *output // nil when stdout is not read
+	out  *output     // nil when stdout is not read
+	wait *storeClock // time spent waiting for the message store
 	o    *outcome
 	tail *tailBuffer
 
@@ -240,7 +242,7 @@ func (s *supervisor) startIO(stdin io.Reader) {
 	}
 	go func() {
 		defer close(s.fed)
-		if s.o.inErr = feed(s.sh.inW, stdin); s.o.inErr != nil {
+		if s.o.inErr = feed(s.sh.inW, stdin, s.wait); s.o.inErr != nil {
 			s.fail(stopIO)
 		}
 	}()
@@ -256,7 +258,7 @@ func (s *supervisor) startIO(stdin io.Reader) {
 func (s *supervisor) loop(ctx context.Context) {
 	w := &watch{ctxDone: ctx.Done(), failed: s.failed, exited: s.exited, pipesDone: s.pipesDone}
 	if s.spec.Timeout > 0 {
-		w.deadline = newBudget(s.spec.Timeout, s.out)
+		w.deadline = newBudget(s.spec.Timeout, s.wait)
 	}
 	defer func() { w.deadline.stop(); w.drain.stop() }()
 	for w.exited != nil || w.pipesDone != nil {
@@ -266,7 +268,7 @@ func (s *supervisor) loop(ctx context.Context) {
 			if w.pipesDone != nil && s.o.stop == notStopped {
 				// Only a background process of the filter can still hold
 				// the pipes; give it a moment, then stop it (COMPAT 5).
-				w.drain = newBudget(s.spec.killGrace(), s.out)
+				w.drain = newBudget(s.spec.killGrace(), s.wait)
 			}
 		case <-w.pipesDone:
 			w.pipesDone = nil
@@ -275,8 +277,9 @@ func (s *supervisor) loop(ctx context.Context) {
 				s.stop(w, stopTimeout)
 			}
 		case <-w.ctxDone:
-			// A store that never took the output is the store's failure.
-			s.o.storeStalled = s.out.writing()
+			// A store that never gave the message or took the output is
+			// the store's failure.
+			s.o.storeStalled = s.wait.busy()
 			s.stop(w, stopCanceled)
 		case <-w.failed:
 			s.stop(w, s.failReason)
@@ -325,18 +328,18 @@ func (s *supervisor) stop(w *watch, r stopReason) {
 }
 
 // budget is a timer on the filter's clock: it expires once Run has waited
-// d for the filter, not counting the time the store kept the output
-// copier waiting. A nil budget never expires.
+// d for the filter, not counting the time it waited for the message
+// store. A nil budget never expires.
 type budget struct {
-	out   *output // nil: every moment counts
+	store *storeClock
 	d     time.Duration
 	since time.Time
-	base  time.Duration // out's store time at since
+	base  time.Duration // store time at since
 	t     *time.Timer
 }
 
-func newBudget(d time.Duration, out *output) *budget {
-	return &budget{out: out, d: d, since: time.Now(), base: out.storeTime(), t: time.NewTimer(d)}
+func newBudget(d time.Duration, store *storeClock) *budget {
+	return &budget{store: store, d: d, since: time.Now(), base: store.waited(), t: time.NewTimer(d)}
 }
 
 // C fires when the budget may have run out; expired says whether it has.
@@ -350,7 +353,7 @@ func (b *budget) C() <-chan time.Time {
 // expired reports whether the budget is used up, and if not sets the
 // timer again for what is left.
 func (b *budget) expired() bool {
-	used := time.Since(b.since) - (b.out.storeTime() - b.base)
+	used := time.Since(b.since) - (b.store.waited() - b.base)
 	if used >= b.d {
 		return true
 	}
@@ -362,6 +365,50 @@ func (b *budget) stop() {
 	if b != nil {
 		b.t.Stop()
 	}
+}
+
+// storeClock measures how long Run waits for the message store: the
+// feeder reading the message, the copier writing the output. When both
+// wait at once, that time counts once.
+type storeClock struct {
+	mu      sync.Mutex
+	waiting int           // reads and writes in progress
+	since   time.Time     // when waiting became non-zero
+	done    time.Duration // in waits that ended
+}
+
+func (c *storeClock) enter() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting == 0 {
+		c.since = time.Now()
+	}
+	c.waiting++
+}
+
+func (c *storeClock) leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting--; c.waiting == 0 {
+		c.done += time.Since(c.since)
+	}
+}
+
+// waited is the time spent waiting for the store so far.
+func (c *storeClock) waited() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting == 0 {
+		return c.done
+	}
+	return c.done + time.Since(c.since)
+}
+
+// busy reports whether Run is waiting for the store now.
+func (c *storeClock) busy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waiting > 0
 }
 
 // terminate sends SIGTERM to the shell's process group and, if anything in
@@ -426,12 +473,15 @@ func groupAlive(pgid int) bool {
 
 // feed streams the message to the filter's stdin. A filter that stops
 // reading is not an error: its output is still delivered (B30, b10).
-// Only a failure to read the message is returned.
-func feed(w *os.File, r io.Reader) error {
+// Only a failure to read the message is returned. The time spent reading
+// is the store's (wait).
+func feed(w *os.File, r io.Reader, wait *storeClock) error {
 	defer w.Close()
 	buf := make([]byte, copyBuffer)
 	for {
+		wait.enter()
 		n, err := r.Read(buf)
+		wait.leave()
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return nil // EPIPE, or the pipe was closed after the filter ended
@@ -447,18 +497,15 @@ func feed(w *os.File, r io.Reader) error {
 }
 
 // output is where the filter's stdout goes: the store's writer, and what
-// Run must know about it: what was written, the store's error, and how
-// long the store kept the copier waiting.
+// Run must know about it: what was written, the store's error, and
+// whether the filter wrote too much.
 type output struct {
 	w        io.Writer
-	limit    int64 // Spec.MaxOutput
-	n        int64 // bytes written; read once the copier is done
-	err      error // w's error; read once the copier is done
-	tooLarge bool  // the filter wrote more than limit; read once the copier is done
-
-	mu     sync.Mutex
-	since  time.Time     // start of the write in progress; zero between writes
-	waited time.Duration // in writes that returned
+	limit    int64       // Spec.MaxOutput
+	wait     *storeClock // the time writes take is the store's
+	n        int64       // bytes written; read once the copier is done
+	err      error       // w's error; read once the copier is done
+	tooLarge bool        // the filter wrote more than limit; read once the copier is done
 }
 
 // copyFrom streams r to the store until EOF, the store's failure or the
@@ -487,43 +534,14 @@ func (o *output) copyFrom(r *os.File) {
 }
 
 func (o *output) write(p []byte) error {
-	o.mu.Lock()
-	o.since = time.Now()
-	o.mu.Unlock()
+	o.wait.enter()
 	n, err := o.w.Write(p)
-	o.mu.Lock()
-	o.waited += time.Since(o.since)
-	o.since = time.Time{}
-	o.mu.Unlock()
+	o.wait.leave()
 	o.n += int64(n)
 	if err == nil && n < len(p) {
 		err = io.ErrShortWrite
 	}
 	return err
-}
-
-// storeTime is how long the copier has waited for the store so far, the
-// write in progress included.
-func (o *output) storeTime() time.Duration {
-	if o == nil {
-		return 0
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.since.IsZero() {
-		return o.waited
-	}
-	return o.waited + time.Since(o.since)
-}
-
-// writing reports whether the copier is waiting for the store now.
-func (o *output) writing() bool {
-	if o == nil {
-		return false
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return !o.since.IsZero()
 }
 
 // countWriter counts what reaches w and remembers w's error, to tell it

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -104,6 +105,60 @@ func TestStoreStallsPastTheJob(t *testing.T) {
 		t.Fatalf("err = %v (result %+v), want the store's failure", err, res)
 	}
 	if res.Action != TempFail || strings.Contains(res.Detail, "kept stdout") {
+		t.Errorf("result %+v, want a TempFail that blames the store", res)
+	}
+}
+
+// slowReader gives the message, but makes the filter wait for the rest of
+// it: a GET from a store that stalls mid-stream.
+type slowReader struct {
+	first, rest string
+	delay       time.Duration
+	n           int
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	s.n++
+	switch s.n {
+	case 1:
+		return copy(p, s.first), nil
+	case 2:
+		time.Sleep(s.delay)
+		return copy(p, s.rest), nil
+	}
+	return 0, io.EOF
+}
+
+// TestSlowMessageDoesNotCountAgainstTimeout: a filter waiting on its
+// stdin because the store is slow to give the message is not slow.
+func TestSlowMessageDoesNotCountAgainstTimeout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	in := &slowReader{first: "Subject: test\r\n", rest: "\r\nhello\r\n", delay: 1500 * time.Millisecond}
+	var out bytes.Buffer
+	res, err := Run(ctx, Spec{Command: "cat", Timeout: 500 * time.Millisecond, TempDir: t.TempDir()}, stdEnv(), in, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Action != Accept || out.String() != msg {
+		t.Errorf("result %+v, output %q; want Accept and the message", res, out.String())
+	}
+}
+
+// TestMessageStallsPastTheJob: a store that never gives the rest of the
+// message before the job's context ends fails the job as the store's
+// failure.
+func TestMessageStallsPastTheJob(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	in := &slowReader{first: "Subject: test\r\n", rest: "\r\nhello\r\n", delay: 2 * time.Second}
+	var out bytes.Buffer
+	res, err := Run(ctx, Spec{Command: "cat", Timeout: 300 * time.Millisecond, KillGrace: 200 * time.Millisecond, TempDir: t.TempDir()},
+		stdEnv(), in, &out)
+	if err == nil || !strings.Contains(err.Error(), "store") {
+		t.Fatalf("err = %v (result %+v), want the store's failure", err, res)
+	}
+	if res.Action != TempFail || strings.Contains(res.Detail, "timed out") {
 		t.Errorf("result %+v, want a TempFail that blames the store", res)
 	}
 }
