@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/edge"
+	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/logging"
 )
 
@@ -39,6 +40,13 @@ func run(args, environ []string) int {
 	}
 	if os.Geteuid() == 0 {
 		log.Warn("running as root is NOT recommended")
+	}
+	if cfg.Worker.Slots > 0 {
+		// Its workers' filter shells are its only children: it may adopt
+		// and end what they leave behind.
+		if err := filter.EnableSubreaper(); err != nil {
+			log.Warn("processes a filter leaves behind may outlive its run", "err", err)
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -66,6 +66,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "replay: %v\n", err)
 		return 2
 	}
+	// Its only children are filter shells: it may adopt and end what
+	// they leave behind.
+	if err := filter.EnableSubreaper(); err != nil {
+		log.Warn("processes a filter leaves behind may outlive its run", "err", err)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/edge"
+	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/logging"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
@@ -40,6 +41,11 @@ func run(args, environ []string) int {
 	log := logging.New(os.Stderr, cfg.LogLevel(), string(cfg.LogFormat))
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
+	}
+	// Its only children are filter shells: it may adopt and end what
+	// they leave behind.
+	if err := filter.EnableSubreaper(); err != nil {
+		log.Warn("processes a filter leaves behind may outlive its run", "err", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -235,13 +235,22 @@ func QueueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
 	}
 }
 
-// FilterSpec is the filter a worker runs for this configuration.
+// FilterSpec is the filter a worker runs for this configuration. The
+// environment the filter inherits is worked out here, once per worker,
+// from the process's own: never sluice's settings or credentials.
 func FilterSpec(cfg *config.Config) filter.Spec {
 	mode := filter.Pipe
 	if cfg.FilterType == "file" {
 		mode = filter.File
 	}
-	return filter.Spec{Command: cfg.FilterCommand, Mode: mode, Timeout: cfg.FilterTimeout, TempDir: cfg.TempDirectory}
+	return filter.Spec{
+		Command:   cfg.FilterCommand,
+		Mode:      mode,
+		Timeout:   cfg.FilterTimeout,
+		TempDir:   cfg.TempDirectory,
+		MaxOutput: cfg.Filter.MaxOutputSize,
+		Environ:   filter.Inherited(os.Environ(), cfg.Filter.EnvAllow, cfg.Secrets()),
+	}
 }
 
 // startWorkers runs the in-process worker pool: the same worker package

@@ -1,12 +1,90 @@
 package filter
 
 import (
+	"os"
 	"strings"
 )
 
-// environ builds the filter's environment from base (the process's own,
-// os.Environ()), the message's Env, the spool directory and, in file mode,
-// the spool file (email != "").
+// minContainedSecret is the shortest credential looked for inside other
+// values (a URL with a password in it); shorter ones only match whole
+// values, so that a short password does not remove half the environment.
+const minContainedSecret = 8
+
+// Inherited returns the variables of environ (the worker's os.Environ())
+// that a filter inherits. The filter parses hostile content, so it never
+// gets sluice's own settings (SLUICE_*), AWS_* (sluice reads its S3
+// credentials there) or any variable holding one of secrets (the
+// credentials sluice uses, wherever they came from), even when allow
+// lists them. With allow empty every other variable passes, as proxsmtpd
+// passes its whole environment; otherwise only those allow names: NAME,
+// or PREFIX* for every name that starts with PREFIX. The filter contract's
+// own variables (SENDER, ...) are always removed: Run sets them.
+//
+// A worker computes this once; the result is never nil, so that an
+// allow-list matching nothing stays an empty environment in Spec.Environ.
+func Inherited(environ, allow, secrets []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || isOwnVar(kv) || isSluiceVar(name) || holdsSecret(value, secrets) {
+			continue
+		}
+		if len(allow) > 0 && !allowed(name, allow) {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// isSluiceVar reports whether name is one of sluice's settings or in the
+// AWS_ namespace sluice reads S3 credentials from.
+func isSluiceVar(name string) bool {
+	return strings.HasPrefix(name, "SLUICE_") || strings.HasPrefix(name, "AWS_")
+}
+
+// holdsSecret reports whether value is one of secrets or, for secrets long
+// enough not to match by chance, contains one.
+func holdsSecret(value string, secrets []string) bool {
+	for _, s := range secrets {
+		switch {
+		case s == "":
+		case value == s:
+			return true
+		case len(s) >= minContainedSecret && strings.Contains(value, s):
+			return true
+		}
+	}
+	return false
+}
+
+// allowed reports whether name matches one of allow's NAME or PREFIX*.
+func allowed(name string, allow []string) bool {
+	for _, a := range allow {
+		if prefix, ok := strings.CutSuffix(a, "*"); ok {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
+		} else if name == a {
+			return true
+		}
+	}
+	return false
+}
+
+// inherited is the base environment of a run: what the worker computed,
+// or, for a Spec built by hand, the process's own without sluice's
+// variables.
+func (s Spec) inherited() []string {
+	if s.Environ != nil {
+		return s.Environ
+	}
+	return Inherited(os.Environ(), nil, nil)
+}
+
+// environ builds the filter's environment from base (Spec.inherited), the
+// message's Env, the spool directory and, in file mode, the spool file
+// (email != "").
 func environ(base []string, env Env, tempDir, email string) []string {
 	out := make([]string, 0, len(base)+8)
 	for _, kv := range base {

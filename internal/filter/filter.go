@@ -29,6 +29,16 @@ type Spec struct {
 	Timeout   time.Duration // FilterTimeout: a total deadline for the filter's run
 	TempDir   string        // TempDirectory: $TMPDIR, and where File mode spools
 	KillGrace time.Duration // between SIGTERM and SIGKILL to the process group; 0 = 2s
+
+	// MaxOutput is the largest output delivered, in bytes
+	// (filter.max_output_size); a filter writing more is stopped and the
+	// message refused with a 4xx. 0 = unlimited.
+	MaxOutput int64
+
+	// Environ is the part of the worker's environment the filter
+	// inherits, from Inherited. nil: Inherited(os.Environ(), nil, nil),
+	// computed at every run.
+	Environ []string
 }
 
 // Env is the message's part of the filter environment. A nil pointer or
@@ -107,7 +117,7 @@ func passThrough(in io.Reader, out io.Writer) (Result, error) {
 
 // runPipe streams in through the filter's stdin and its stdout to out.
 func runPipe(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Writer) (Result, error) {
-	o := execute(ctx, spec, environ(os.Environ(), env, spec.TempDir, ""), in, out)
+	o := execute(ctx, spec, environ(spec.inherited(), env, spec.TempDir, ""), in, out)
 	res := o.result(ctx, spec)
 	res.OutputSize = o.written
 	switch {
@@ -115,6 +125,8 @@ func runPipe(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Write
 		return res, fmt.Errorf("filter: reading message: %w", o.inErr)
 	case o.outErr != nil:
 		return res, fmt.Errorf("filter: writing output: %w", o.outErr)
+	case o.storeStalled:
+		return res, fmt.Errorf("filter: gave up waiting for the message store: %w", context.Cause(ctx))
 	}
 	return res, nil
 }
@@ -143,14 +155,18 @@ func runFile(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Write
 		return tempFail("cannot spool message", "writing spool file: "+err.Error()), nil
 	}
 
-	o := execute(ctx, spec, environ(os.Environ(), env, spec.TempDir, path), nil, nil)
+	o := execute(ctx, spec, environ(spec.inherited(), env, spec.TempDir, path), nil, nil)
 	res := o.result(ctx, spec)
 	if res.Action != Accept {
 		return res, nil
 	}
 
-	// The filter may have rewritten the file, even replaced it: deliver
-	// what the path holds now.
+	return deliverSpool(spec, res, path, out)
+}
+
+// deliverSpool copies what path holds to out after a filter accepted
+// (res): the filter may have rewritten the file, even replaced it.
+func deliverSpool(spec Spec, res Result, path string, out io.Writer) (Result, error) {
 	g, err := os.Open(path)
 	if err != nil {
 		r := tempFail("filter output unreadable", "opening spool file: "+err.Error())
@@ -158,18 +174,37 @@ func runFile(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Write
 		return r, nil
 	}
 	defer g.Close()
-	cw := &countWriter{w: out}
-	_, err = io.Copy(cw, g)
-	res.OutputSize = cw.n
-	if err != nil {
-		if cw.err != nil {
-			return ioFailure(res, nil, err)
-		}
-		r := tempFail("filter output unreadable", "reading spool file: "+err.Error())
-		r.ExitCode, r.OutputSize = res.ExitCode, cw.n
-		return r, nil
+	if fi, err := g.Stat(); err == nil && tooLarge(spec, fi.Size()) {
+		return fileTooLarge(spec, res), nil
 	}
-	return res, nil
+	cw := &countWriter{w: out}
+	spooled := io.Reader(g)
+	if spec.MaxOutput > 0 {
+		spooled = io.LimitReader(g, spec.MaxOutput+1)
+	}
+	_, err = io.Copy(cw, spooled)
+	res.OutputSize = cw.n
+	switch {
+	case err == nil && tooLarge(spec, cw.n):
+		// Something the filter left behind made it grow while it was copied.
+		return fileTooLarge(spec, res), nil
+	case err == nil:
+		return res, nil
+	case cw.err != nil:
+		return ioFailure(res, nil, err)
+	}
+	r := tempFail("filter output unreadable", "reading spool file: "+err.Error())
+	r.ExitCode, r.OutputSize = res.ExitCode, cw.n
+	return r, nil
+}
+
+func tooLarge(spec Spec, size int64) bool { return spec.MaxOutput > 0 && size > spec.MaxOutput }
+
+// fileTooLarge is outputTooLarge for a filter that exited (with 0).
+func fileTooLarge(spec Spec, res Result) Result {
+	r := outputTooLarge(spec.MaxOutput)
+	r.ExitCode, r.OutputSize = res.ExitCode, res.OutputSize
+	return r
 }
 
 // ioFailure is the answer when the store failed under a copy: a TempFail
@@ -194,6 +229,12 @@ func (o outcome) result(ctx context.Context, spec Spec) Result {
 		res = tempFail("message store failed", "reading message: "+o.inErr.Error())
 	case o.outErr != nil:
 		res = tempFail("message store failed", "writing output: "+o.outErr.Error())
+	case o.storeStalled:
+		res = tempFail("message store failed", "gave up waiting for the message store: "+context.Cause(ctx).Error())
+	case o.tooLarge:
+		// Checked before the stop reasons: the loop may end before it
+		// sees the copier's signal.
+		res = outputTooLarge(spec.MaxOutput)
 	case o.stop == stopTimeout:
 		res = tempFail("filter timed out", fmt.Sprintf("timed out after %s", spec.Timeout))
 	case o.stop == stopCanceled:

@@ -1,7 +1,6 @@
 package filter
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -25,7 +23,8 @@ const (
 
 	// hardStop is how long the pipes may stay open once the process group
 	// is gone or SIGKILLed: only a process that left the group (setsid) can
-	// hold them that long, and Run must not wait for it.
+	// hold them that long, and Run must not wait for it. The subreaper
+	// kills it sooner; without one, sluice cannot reach it.
 	hardStop = time.Second
 
 	// pollGroup is how often a terminating process group is checked.
@@ -43,18 +42,21 @@ const (
 	stopCanceled            // ctx was done
 	stopIO                  // reading the message or writing the output failed
 	stopStuck               // the shell exited, something it started held the pipes open
+	stopTooLarge            // the filter wrote more than Spec.MaxOutput
 )
 
 // outcome is what one run of the shell produced.
 type outcome struct {
-	startErr error
-	waitErr  error
-	state    *os.ProcessState // nil when the shell did not start or could not be waited for
-	stop     stopReason
-	stderr   []byte
-	written  int64 // bytes written to the stdout writer
-	inErr    error // reading the message
-	outErr   error // writing the output
+	startErr     error
+	waitErr      error
+	state        *os.ProcessState // nil when the shell did not start or could not be waited for
+	stop         stopReason
+	storeStalled bool // ctx ended while the store held the output copier
+	tooLarge     bool // the filter wrote more than Spec.MaxOutput
+	stderr       []byte
+	written      int64 // bytes written to the stdout writer
+	inErr        error // reading the message
+	outErr       error // writing the output
 }
 
 func (s Spec) killGrace() time.Duration {
@@ -64,176 +66,349 @@ func (s Spec) killGrace() time.Duration {
 	return defaultKillGrace
 }
 
-// execute runs spec.Command as /bin/sh -c in its own process group and
-// supervises it until the shell has exited and its pipes are closed. stdin
-// is streamed to the filter's stdin (nil: /dev/null); the filter's stdout
-// is streamed to stdout (nil: the process's own stdout, as proxsmtpd's file
-// mode does). stderr is always captured, bounded.
-func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdout io.Writer) (o outcome) {
+// shell is a started /bin/sh -c and sluice's ends of its pipes.
+type shell struct {
+	cmd  *exec.Cmd
+	errR *os.File // its stderr
+	outR *os.File // its stdout; nil when it writes to the process's own
+	inW  *os.File // its stdin; nil for /dev/null
+
+	window *window // nil without the subreaper
+}
+
+// startShell starts spec.Command as /bin/sh -c in its own process group,
+// with pipes for stderr and, when asked for, stdin and stdout; without
+// them stdin is /dev/null and stdout the process's own, as proxsmtpd's
+// file mode has it.
+func startShell(spec Spec, env []string, withStdin, withStdout bool) (*shell, error) {
 	cmd := exec.Command("/bin/sh", "-c", spec.Command)
 	cmd.Env = env
 	// Its own process group, so that a timeout can kill the real filter
 	// too: dash runs it as a child of sh (B29, B32).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout = os.Stdout
 
-	var childEnds, ourEnds []*os.File
-	closeAll := func(fs []*os.File) {
-		for _, f := range fs {
+	sh := &shell{cmd: cmd}
+	var childEnds []*os.File
+	defer func() { closeFiles(childEnds...) }()
+	pipe := func(what string) (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err != nil {
+			sh.closeOurs()
+			return nil, nil, fmt.Errorf("%s pipe: %w", what, err)
+		}
+		return r, w, nil
+	}
+
+	errR, errW, err := pipe("stderr")
+	if err != nil {
+		return nil, err
+	}
+	sh.errR, cmd.Stderr, childEnds = errR, errW, append(childEnds, errW)
+	if withStdin {
+		inR, inW, err := pipe("stdin")
+		if err != nil {
+			return nil, err
+		}
+		sh.inW, cmd.Stdin, childEnds = inW, inR, append(childEnds, inR)
+	}
+	if withStdout {
+		outR, outW, err := pipe("stdout")
+		if err != nil {
+			return nil, err
+		}
+		sh.outR, cmd.Stdout, childEnds = outR, outW, append(childEnds, outW)
+	}
+	if r := subreaper.r.Load(); r != nil {
+		sh.window, err = r.startShell(cmd)
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
+		sh.closeOurs()
+		return nil, err
+	}
+	return sh, nil
+}
+
+// closeOurs closes sluice's ends of the pipes; closing one twice is harmless.
+func (sh *shell) closeOurs() { closeFiles(sh.errR, sh.outR, sh.inW) }
+
+func closeFiles(fs ...*os.File) {
+	for _, f := range fs {
+		if f != nil {
 			_ = f.Close()
 		}
 	}
-	defer func() { closeAll(ourEnds) }()
+}
 
-	errR, errW, err := os.Pipe()
+// execute runs spec.Command and supervises it until the shell has exited
+// and its pipes are closed. stdin is streamed to the filter's stdin (nil:
+// /dev/null); the filter's stdout is streamed to stdout (nil: the
+// process's own stdout, as proxsmtpd's file mode does). stderr is always
+// captured, bounded.
+func execute(ctx context.Context, spec Spec, env []string, stdin io.Reader, stdout io.Writer) outcome {
+	sh, err := startShell(spec, env, stdin != nil, stdout != nil)
 	if err != nil {
-		o.startErr = fmt.Errorf("stderr pipe: %w", err)
-		return o
+		return outcome{startErr: err}
 	}
-	childEnds, ourEnds = append(childEnds, errW), append(ourEnds, errR)
-	cmd.Stderr = errW
-
-	var inW *os.File
-	if stdin != nil {
-		inR, w, err := os.Pipe()
-		if err != nil {
-			closeAll(childEnds)
-			o.startErr = fmt.Errorf("stdin pipe: %w", err)
-			return o
-		}
-		inW = w
-		childEnds, ourEnds = append(childEnds, inR), append(ourEnds, inW)
-		cmd.Stdin = inR
-	}
-
-	var outR *os.File
+	defer sh.closeOurs()
+	s := &supervisor{spec: spec, sh: sh, o: &outcome{}, wait: &storeClock{},
+		failed: make(chan struct{}), exited: make(chan struct{})}
 	if stdout != nil {
-		r, outW, err := os.Pipe()
-		if err != nil {
-			closeAll(childEnds)
-			o.startErr = fmt.Errorf("stdout pipe: %w", err)
-			return o
-		}
-		outR = r
-		childEnds, ourEnds = append(childEnds, outW), append(ourEnds, outR)
-		cmd.Stdout = outW
-	} else {
-		cmd.Stdout = os.Stdout
+		s.out = &output{w: stdout, limit: spec.MaxOutput, wait: s.wait}
 	}
+	s.startIO(stdin)
+	go func() {
+		s.o.waitErr = sh.cmd.Wait()
+		sh.window.shellDone()
+		close(s.exited)
+	}()
+	s.loop(ctx)
 
-	err = cmd.Start()
-	closeAll(childEnds)
-	if err != nil {
-		o.startErr = err
-		return o
+	if sh.inW != nil {
+		// Unblocks a feeder stuck writing to a pipe nobody reads.
+		_ = sh.inW.Close()
 	}
-
-	var deadline <-chan time.Time
-	if spec.Timeout > 0 {
-		t := time.NewTimer(spec.Timeout)
-		defer t.Stop()
-		deadline = t.C
+	<-s.fed
+	if s.killed != nil {
+		<-s.killed
 	}
+	// Whatever the filter left running, in its group or out of it, ends
+	// with the run (with the subreaper).
+	sh.window.finish()
+	s.o.state = sh.cmd.ProcessState
+	s.o.stderr = s.tail.Bytes()
+	if s.out != nil {
+		s.o.written, s.o.outErr, s.o.tooLarge = s.out.n, s.out.err, s.out.tooLarge
+	}
+	return *s.o
+}
 
-	failed := make(chan struct{})
-	var failOnce sync.Once
-	fail := func() { failOnce.Do(func() { close(failed) }) }
-	var ioFailed <-chan struct{} = failed // nil once stopped
+// supervisor watches one run of the shell: its exit, its pipes, the
+// deadlines, and failures of the message's store on either side.
+type supervisor struct {
+	spec Spec
+	sh   *shell
+	out  *output     // nil when stdout is not read
+	wait *storeClock // time spent waiting for the message store
+	o    *outcome
+	tail *tailBuffer
 
+	failOnce   sync.Once
+	failed     chan struct{} // closed when reading the message or writing the output failed, or the output is too large
+	failReason stopReason    // why failed was closed
+	exited     chan struct{} // closed once the shell was waited for
+	pipesDone  chan struct{} // closed once stdout and stderr reached EOF or were closed
+	fed        chan struct{} // closed once the feeder is done
+	killed     chan struct{} // closed when terminate is done; nil until stopped
+}
+
+func (s *supervisor) fail(r stopReason) {
+	s.failOnce.Do(func() {
+		s.failReason = r
+		close(s.failed)
+	})
+}
+
+// startIO starts the goroutines that feed stdin and read stdout and stderr.
+func (s *supervisor) startIO(stdin io.Reader) {
 	var copiers sync.WaitGroup
-	tail := &tailBuffer{max: stderrTail}
+	s.tail = &tailBuffer{max: stderrTail}
 	copiers.Go(func() {
 		// Read errors only happen once the pipe is force-closed.
-		_, _ = io.CopyBuffer(tail, errR, make([]byte, 4<<10))
+		_, _ = io.CopyBuffer(s.tail, s.sh.errR, make([]byte, 4<<10))
 	})
-	if outR != nil {
+	if s.out != nil {
 		copiers.Go(func() {
-			o.written, o.outErr = copyOut(stdout, outR)
-			if o.outErr != nil {
-				fail()
+			s.out.copyFrom(s.sh.outR)
+			switch {
+			case s.out.err != nil:
+				s.fail(stopIO)
+			case s.out.tooLarge:
+				s.fail(stopTooLarge)
 			}
 		})
 	}
-	pipesDone := make(chan struct{})
+	s.pipesDone = make(chan struct{})
 	go func() {
 		copiers.Wait()
-		close(pipesDone)
+		close(s.pipesDone)
 	}()
 
-	fed := make(chan struct{})
-	if inW != nil {
-		go func() {
-			defer close(fed)
-			if o.inErr = feed(inW, stdin); o.inErr != nil {
-				fail()
-			}
-		}()
-	} else {
-		close(fed)
+	s.fed = make(chan struct{})
+	if s.sh.inW == nil {
+		close(s.fed)
+		return
 	}
-
-	exited := make(chan struct{})
 	go func() {
-		o.waitErr = cmd.Wait()
-		close(exited)
+		defer close(s.fed)
+		if s.o.inErr = feed(s.sh.inW, stdin, s.wait); s.o.inErr != nil {
+			s.fail(stopIO)
+		}
 	}()
+}
 
-	var (
-		ctxDone             = ctx.Done()
-		exitedC             = exited
-		drain, hard         <-chan time.Time
-		killing, killed     chan struct{}
-		isExited, isDrained bool
-	)
-	stop := func(r stopReason) {
-		o.stop = r
-		deadline, ctxDone, ioFailed, drain = nil, nil, nil, nil
-		killed = make(chan struct{})
-		killing = killed
-		go terminate(cmd.Process, spec.killGrace(), exited, killed)
+// loop waits until the shell has exited and its pipes are closed,
+// stopping it when a deadline passes, ctx ends or the store fails.
+//
+// FilterTimeout and the grace for background processes count the time
+// Run waits for the filter, not for the store: while the output copier
+// is blocked writing to out, a slow store holds the filter up, and that
+// is not the filter's doing (issue 6, item 7).
+func (s *supervisor) loop(ctx context.Context) {
+	w := &watch{ctxDone: ctx.Done(), failed: s.failed, exited: s.exited, pipesDone: s.pipesDone}
+	if s.spec.Timeout > 0 {
+		w.deadline = newBudget(s.spec.Timeout, s.wait)
 	}
-	for !isExited || !isDrained {
+	defer func() { w.deadline.stop(); w.drain.stop() }()
+	for w.exited != nil || w.pipesDone != nil {
 		select {
-		case <-exitedC:
-			exitedC, isExited = nil, true
-			if !isDrained && o.stop == notStopped {
+		case <-w.exited:
+			w.exited = nil
+			if w.pipesDone != nil && s.o.stop == notStopped {
 				// Only a background process of the filter can still hold
 				// the pipes; give it a moment, then stop it (COMPAT 5).
-				drain = time.After(spec.killGrace())
+				w.drain = newBudget(s.spec.killGrace(), s.wait)
 			}
-		case <-pipesDone:
-			pipesDone, isDrained = nil, true
-		case <-deadline:
-			stop(stopTimeout)
-		case <-ctxDone:
-			stop(stopCanceled)
-		case <-ioFailed:
-			stop(stopIO)
-		case <-drain:
-			stop(stopStuck)
-		case <-killing:
-			killing = nil
-			hard = time.After(hardStop)
-		case <-hard:
+		case <-w.pipesDone:
+			w.pipesDone = nil
+		case <-w.deadline.C():
+			if w.deadline.expired() {
+				s.stop(w, stopTimeout)
+			}
+		case <-w.ctxDone:
+			// A store that never gave the message or took the output is
+			// the store's failure.
+			s.o.storeStalled = s.wait.busy()
+			s.stop(w, stopCanceled)
+		case <-w.failed:
+			s.stop(w, s.failReason)
+		case <-w.drain.C():
+			if w.drain.expired() {
+				s.stop(w, stopStuck)
+			}
+		case <-w.killing:
+			// The group is gone or SIGKILLed: so is, with the subreaper,
+			// what left the group and may hold the pipes.
+			w.killing = nil
+			s.sh.window.end()
+			w.hard = time.After(hardStop)
+		case <-w.hard:
 			// Something outside the group (it called setsid) still holds
-			// the pipes. Closing our ends unblocks the copiers.
-			hard = nil
-			_ = errR.Close()
-			if outR != nil {
-				_ = outR.Close()
-			}
+			// the pipes. Another scan may find it adopted by now; closing
+			// our ends unblocks the copiers anyway.
+			w.hard = nil
+			s.sh.window.end()
+			closeFiles(s.sh.errR, s.sh.outR)
 		}
 	}
-	if inW != nil {
-		// Unblocks a feeder stuck writing to a pipe nobody reads.
-		_ = inW.Close()
+}
+
+// watch is what loop waits for; it no longer waits for a nil one.
+type watch struct {
+	deadline, drain *budget
+	ctxDone         <-chan struct{}
+	failed          <-chan struct{}
+	exited          <-chan struct{}
+	pipesDone       <-chan struct{}
+	killing         <-chan struct{}
+	hard            <-chan time.Time
+}
+
+// stop stops the filter for r: its process group gets SIGTERM, then
+// SIGKILL, and only the end of the shell and its pipes matter any more.
+func (s *supervisor) stop(w *watch, r stopReason) {
+	s.o.stop = r
+	w.deadline.stop()
+	w.drain.stop()
+	w.deadline, w.drain, w.ctxDone, w.failed = nil, nil, nil, nil
+	s.killed = make(chan struct{})
+	w.killing = s.killed
+	go terminate(s.sh.cmd.Process, s.spec.killGrace(), s.exited, s.killed)
+}
+
+// budget is a timer on the filter's clock: it expires once Run has waited
+// d for the filter, not counting the time it waited for the message
+// store. A nil budget never expires.
+type budget struct {
+	store *storeClock
+	d     time.Duration
+	since time.Time
+	base  time.Duration // store time at since
+	t     *time.Timer
+}
+
+func newBudget(d time.Duration, store *storeClock) *budget {
+	return &budget{store: store, d: d, since: time.Now(), base: store.waited(), t: time.NewTimer(d)}
+}
+
+// C fires when the budget may have run out; expired says whether it has.
+func (b *budget) C() <-chan time.Time {
+	if b == nil {
+		return nil
 	}
-	<-fed
-	if killed != nil {
-		<-killed
+	return b.t.C
+}
+
+// expired reports whether the budget is used up, and if not sets the
+// timer again for what is left.
+func (b *budget) expired() bool {
+	used := time.Since(b.since) - (b.store.waited() - b.base)
+	if used >= b.d {
+		return true
 	}
-	o.state = cmd.ProcessState
-	o.stderr = tail.Bytes()
-	return o
+	b.t.Reset(b.d - used)
+	return false
+}
+
+func (b *budget) stop() {
+	if b != nil {
+		b.t.Stop()
+	}
+}
+
+// storeClock measures how long Run waits for the message store: the
+// feeder reading the message, the copier writing the output. When both
+// wait at once, that time counts once.
+type storeClock struct {
+	mu      sync.Mutex
+	waiting int           // reads and writes in progress
+	since   time.Time     // when waiting became non-zero
+	done    time.Duration // in waits that ended
+}
+
+func (c *storeClock) enter() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting == 0 {
+		c.since = time.Now()
+	}
+	c.waiting++
+}
+
+func (c *storeClock) leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting--; c.waiting == 0 {
+		c.done += time.Since(c.since)
+	}
+}
+
+// waited is the time spent waiting for the store so far.
+func (c *storeClock) waited() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting == 0 {
+		return c.done
+	}
+	return c.done + time.Since(c.since)
+}
+
+// busy reports whether Run is waiting for the store now.
+func (c *storeClock) busy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waiting > 0
 }
 
 // terminate sends SIGTERM to the shell's process group and, if anything in
@@ -274,8 +449,8 @@ func terminate(p *os.Process, grace time.Duration, exited <-chan struct{}, done 
 
 // groupAlive reports whether a process of group pgid is still running.
 // kill(2) also counts zombies, and orphans of the filter stay zombies as
-// long as PID 1 does not reap them (slowly, or never in a container
-// without an init), so /proc has the last word where it exists.
+// long as their new parent does not reap them (slowly, or never in a
+// container without an init), so /proc has the last word where it exists.
 func groupAlive(pgid int) bool {
 	if errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH) {
 		return false
@@ -289,44 +464,24 @@ func groupAlive(pgid int) bool {
 		if err != nil {
 			continue
 		}
-		state, pgrp, ok := procStat(pid)
-		if ok && pgrp == pgid && state != 'Z' && state != 'X' {
+		if st, ok := readStat(pid); ok && st.pgrp == pgid && !st.dead() {
 			return true
 		}
 	}
 	return false
 }
 
-// procStat reads a process's state and process group from /proc.
-func procStat(pid int) (state byte, pgrp int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 3 || len(f[0]) != 1 {
-		return 0, 0, false
-	}
-	pgrp, err = strconv.Atoi(f[2])
-	if err != nil {
-		return 0, 0, false
-	}
-	return f[0][0], pgrp, true
-}
-
 // feed streams the message to the filter's stdin. A filter that stops
 // reading is not an error: its output is still delivered (B30, b10).
-// Only a failure to read the message is returned.
-func feed(w *os.File, r io.Reader) error {
+// Only a failure to read the message is returned. The time spent reading
+// is the store's (wait).
+func feed(w *os.File, r io.Reader, wait *storeClock) error {
 	defer w.Close()
 	buf := make([]byte, copyBuffer)
 	for {
+		wait.enter()
 		n, err := r.Read(buf)
+		wait.leave()
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return nil // EPIPE, or the pipe was closed after the filter ended
@@ -341,19 +496,52 @@ func feed(w *os.File, r io.Reader) error {
 	}
 }
 
-// copyOut streams the filter's stdout to out and returns the bytes written
-// and the error of out, if any. Read errors only happen once the pipe is
-// force-closed, and the outcome says why then.
-func copyOut(out io.Writer, r *os.File) (int64, error) {
-	cw := &countWriter{w: out}
-	_, err := io.CopyBuffer(cw, r, make([]byte, copyBuffer))
-	if cw.err != nil {
-		return cw.n, cw.err
+// output is where the filter's stdout goes: the store's writer, and what
+// Run must know about it: what was written, the store's error, and
+// whether the filter wrote too much.
+type output struct {
+	w        io.Writer
+	limit    int64       // Spec.MaxOutput
+	wait     *storeClock // the time writes take is the store's
+	n        int64       // bytes written; read once the copier is done
+	err      error       // w's error; read once the copier is done
+	tooLarge bool        // the filter wrote more than limit; read once the copier is done
+}
+
+// copyFrom streams r to the store until EOF, the store's failure or the
+// limit. Read errors only happen once the pipe is force-closed, and the
+// outcome says why then.
+func (o *output) copyFrom(r *os.File) {
+	buf := make([]byte, copyBuffer)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			if o.limit > 0 && o.n+int64(n) > o.limit {
+				// Nothing past the limit reaches the store; closing the
+				// pipe ends a filter that ignores the signals to come.
+				o.tooLarge = true
+				_ = r.Close()
+				return
+			}
+			if o.err = o.write(buf[:n]); o.err != nil {
+				return
+			}
+		}
+		if rerr != nil {
+			return
+		}
 	}
-	if errors.Is(err, io.ErrShortWrite) {
-		return cw.n, err
+}
+
+func (o *output) write(p []byte) error {
+	o.wait.enter()
+	n, err := o.w.Write(p)
+	o.wait.leave()
+	o.n += int64(n)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
 	}
-	return cw.n, nil
+	return err
 }
 
 // countWriter counts what reaches w and remembers w's error, to tell it

@@ -25,6 +25,11 @@ const (
 	// sluice appends a short reason in parentheses.
 	localError = "451 Local Error"
 
+	// tooLargeReply is sluice's answer when the filter's output exceeds
+	// filter.max_output_size: RFC 3463's "message too big for system", a
+	// 4xx so that nothing is lost while an operator raises the limit.
+	tooLargeReply = "451 4.3.4 Filter output too large, please try again later"
+
 	statusFiltered = "FILTERED"
 	statusError    = "FILTER-ERROR"
 )
@@ -130,6 +135,18 @@ func tempFail(reason, detail string) Result {
 		Reply:    localError + " (" + reason + ")",
 		Status:   statusError,
 		Detail:   detail,
+		ExitCode: -1,
+	}
+}
+
+// outputTooLarge is the answer when the filter wrote more than limit
+// bytes: nothing of it is delivered.
+func outputTooLarge(limit int64) Result {
+	return Result{
+		Action:   TempFail,
+		Reply:    tooLargeReply,
+		Status:   statusError,
+		Detail:   fmt.Sprintf("filter output exceeds filter.max_output_size (%d bytes)", limit),
 		ExitCode: -1,
 	}
 }

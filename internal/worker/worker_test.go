@@ -300,3 +300,84 @@ func TestDroppingAndFailingFilters(t *testing.T) {
 	}
 	record(t, store, job, v)
 }
+
+// stallingStore holds up the upload of filtered messages: its Put takes
+// nothing for delay (or until ctx ends, as an S3 client gives up), then
+// stores, or fails with fail.
+type stallingStore struct {
+	blob.Store
+	delay time.Duration
+	fail  error
+}
+
+func (s *stallingStore) Put(ctx context.Context, key string, r io.Reader, size int64) (int64, error) {
+	if strings.HasSuffix(key, blob.FilteredName) {
+		select {
+		case <-time.After(s.delay):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		if s.fail != nil {
+			return 0, s.fail
+		}
+	}
+	return s.Store.Put(ctx, key, r, size)
+}
+
+// TestSlowStore: a store that stalls for longer than the filter's grace
+// for background processes, after the filter is done, is not the
+// filter's fault. When it recovers the message is delivered; when it
+// fails, or stalls past the job's deadline, the sender gets the store's
+// 4xx, not "filter did not finish".
+func TestSlowStore(t *testing.T) {
+	tests := []struct {
+		name     string
+		delay    time.Duration
+		fail     error
+		deadline time.Duration
+		want     sluicev1.Verdict_Action
+	}{
+		{"recovers", 1500 * time.Millisecond, nil, time.Minute, sluicev1.Verdict_ACTION_ACCEPT},
+		{"fails", time.Second, errors.New("s3: service unavailable"), time.Minute, sluicev1.Verdict_ACTION_TEMPFAIL},
+		{"stalls past the deadline", time.Hour, nil, 1500 * time.Millisecond, sluicev1.Verdict_ACTION_TEMPFAIL},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, store := newWorker(t, "cat")
+			w.Filter.KillGrace = 300 * time.Millisecond
+			w.Store = &stallingStore{Store: store, delay: tt.delay, fail: tt.fail}
+			job := newJob(t, store, "m1", body)
+			job.Deadline = timestamppb.New(time.Now().Add(tt.deadline))
+			v := handle(t, w, job, 1)
+			if v.Action != tt.want {
+				t.Fatalf("verdict %v, want %v", v, tt.want)
+			}
+			if tt.want == sluicev1.Verdict_ACTION_ACCEPT {
+				if got, err := read(t, store, v.DeliverKey); err != nil || got != body {
+					t.Errorf("delivered %q, %v", got, err)
+				}
+				return
+			}
+			if v.Reply != storeFailReply || v.Status != storeFailStatus {
+				t.Errorf("verdict %v, want the store's %q", v, storeFailReply)
+			}
+		})
+	}
+}
+
+// TestOutputTooLarge: a filter that writes more than filter.max_output_size
+// is stopped, the sender gets a 4xx, and nothing is stored for delivery.
+func TestOutputTooLarge(t *testing.T) {
+	w, store := newWorker(t, "cat; head -c 200000 /dev/zero")
+	w.Filter.MaxOutput = 100_000
+	job := newJob(t, store, "m1", body)
+	v := handle(t, w, job, 1)
+	if v.Action != sluicev1.Verdict_ACTION_TEMPFAIL || !strings.HasPrefix(v.Reply, "451 4.3.4 ") ||
+		!strings.Contains(v.Detail, "filter.max_output_size") || v.DeliverKey != "" {
+		t.Errorf("verdict %v", v)
+	}
+	if _, err := read(t, store, job.FilteredKey); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("the oversized output was stored: %v", err)
+	}
+	record(t, store, job, v)
+}
