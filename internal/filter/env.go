@@ -82,10 +82,60 @@ func (s Spec) inherited() []string {
 	return Inherited(os.Environ(), nil, nil)
 }
 
+// maxRecipientsVar bounds RECIPIENTS. Linux refuses to start a program
+// with one environment string over 128 KiB (E2BIG, MAX_ARG_STRLEN), and a
+// thousand long addresses make more; what does not fit goes to
+// RECIPIENTS_FILE.
+const maxRecipientsVar = 96 << 10
+
+// recipientsFile writes every recipient, one per line, to a private file
+// in dir when they do not all fit RECIPIENTS, and returns its path, or ""
+// when they fit. The caller removes it after the run.
+func recipientsFile(dir string, rcpts []string) (string, error) {
+	if _, all := fitRecipients(rcpts); all {
+		return "", nil
+	}
+	f, err := os.CreateTemp(dir, "sluice-rcpts.*") // 0600, as the spool file
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, r := range rcpts {
+		b.WriteString(clean(r) + "\n")
+	}
+	_, err = f.WriteString(b.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// fitRecipients joins as many whole recipients as fit maxRecipientsVar,
+// and reports whether that is all of them.
+func fitRecipients(rcpts []string) (string, bool) {
+	var b strings.Builder
+	for i, r := range rcpts {
+		r = clean(r)
+		if b.Len()+len(r)+1 > maxRecipientsVar {
+			return b.String(), false
+		}
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(r)
+	}
+	return b.String(), true
+}
+
 // environ builds the filter's environment from base (Spec.inherited), the
-// message's Env, the spool directory and, in file mode, the spool file
-// (email != "").
-func environ(base []string, env Env, tempDir, email string) []string {
+// message's Env, the spool directory, in file mode the spool file (email
+// != "") and, for more recipients than RECIPIENTS holds, the file naming
+// them all (rcptFile != "").
+func environ(base []string, env Env, tempDir, email, rcptFile string) []string {
 	out := make([]string, 0, len(base)+8)
 	for _, kv := range base {
 		if !isOwnVar(kv) {
@@ -96,11 +146,11 @@ func environ(base []string, env Env, tempDir, email string) []string {
 		out = append(out, "SENDER="+clean(*env.Sender))
 	}
 	if len(env.Recipients) > 0 {
-		rcpts := make([]string, len(env.Recipients))
-		for i, r := range env.Recipients {
-			rcpts[i] = clean(r)
-		}
-		out = append(out, "RECIPIENTS="+strings.Join(rcpts, "\n"))
+		rcpts, _ := fitRecipients(env.Recipients)
+		out = append(out, "RECIPIENTS="+rcpts)
+	}
+	if rcptFile != "" {
+		out = append(out, "RECIPIENTS_FILE="+clean(rcptFile))
 	}
 	out = append(out, "CLIENT="+clean(env.Client))
 	if env.Server != "" {
@@ -126,7 +176,7 @@ func environ(base []string, env Env, tempDir, email string) []string {
 func isOwnVar(kv string) bool {
 	name, _, _ := strings.Cut(kv, "=")
 	switch name {
-	case "SENDER", "RECIPIENTS", "CLIENT", "SERVER", "REMOTE", "REMOTE_HELO", "TMPDIR", "EMAIL":
+	case "SENDER", "RECIPIENTS", "RECIPIENTS_FILE", "CLIENT", "SERVER", "REMOTE", "REMOTE_HELO", "TMPDIR", "EMAIL":
 		return true
 	}
 	return false

@@ -117,7 +117,12 @@ func passThrough(in io.Reader, out io.Writer) (Result, error) {
 
 // runPipe streams in through the filter's stdin and its stdout to out.
 func runPipe(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Writer) (Result, error) {
-	o := execute(ctx, spec, environ(spec.inherited(), env, spec.TempDir, ""), in, out)
+	vars, done, err := runEnviron(spec, env, "")
+	if err != nil {
+		return tempFail("cannot spool recipients", err.Error()), nil
+	}
+	defer done()
+	o := execute(ctx, spec, vars, in, out)
 	res := o.result(ctx, spec)
 	res.OutputSize = o.written
 	switch {
@@ -129,6 +134,20 @@ func runPipe(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Write
 		return res, fmt.Errorf("filter: gave up waiting for the message store: %w", context.Cause(ctx))
 	}
 	return res, nil
+}
+
+// runEnviron is the environment of one run (email: file mode's spool
+// file), with the recipients file it may need; done removes that file.
+func runEnviron(spec Spec, env Env, email string) (vars []string, done func(), err error) {
+	rcptFile, err := recipientsFile(spec.TempDir, env.Recipients)
+	if err != nil {
+		return nil, nil, fmt.Errorf("writing the recipients file: %w", err)
+	}
+	done = func() {}
+	if rcptFile != "" {
+		done = func() { os.Remove(rcptFile) }
+	}
+	return environ(spec.inherited(), env, spec.TempDir, email, rcptFile), done, nil
 }
 
 // runFile spools in to a private file in TempDir, runs the filter with
@@ -155,7 +174,12 @@ func runFile(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Write
 		return tempFail("cannot spool message", "writing spool file: "+err.Error()), nil
 	}
 
-	o := execute(ctx, spec, environ(spec.inherited(), env, spec.TempDir, path), nil, nil)
+	vars, done, err := runEnviron(spec, env, path)
+	if err != nil {
+		return tempFail("cannot spool recipients", err.Error()), nil
+	}
+	defer done()
+	o := execute(ctx, spec, vars, nil, nil)
 	res := o.result(ctx, spec)
 	if res.Action != Accept {
 		return res, nil

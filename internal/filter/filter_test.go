@@ -393,6 +393,47 @@ func TestEnvironment(t *testing.T) {
 // TestExitStatus is B33-B35 (the b rows of the behaviour spec) with
 // sluice's corrections: crashes, signals and missing commands are 451,
 // only 2xx/4xx/5xx plus a space is a code.
+// Issue 6, item 9: recipients that do not fit one environment string (E2BIG
+// past 128 KiB on Linux) reach the filter through RECIPIENTS_FILE, all of
+// them, in both modes; RECIPIENTS keeps those that fit.
+func TestRecipientsFile(t *testing.T) {
+	var rcpts []string
+	for i := 0; i < 1000; i++ {
+		rcpts = append(rcpts, fmt.Sprintf("r%04d-%s@example.com", i, strings.Repeat("x", 230)))
+	}
+	for _, mode := range []Mode{Pipe, File} {
+		dir := t.TempDir()
+		env := stdEnv()
+		env.Recipients = rcpts
+		cmd := `printf %s "$RECIPIENTS" > ` + dir + `/env; cp "$RECIPIENTS_FILE" ` + dir + `/file; stat -c %a "$RECIPIENTS_FILE" > ` + dir + `/mode; cat`
+		if mode == File {
+			cmd = strings.TrimSuffix(cmd, "; cat")
+		}
+		res, _, err := run(t, Spec{Command: cmd, Mode: mode}, env, msg)
+		if err != nil || res.Action != Accept {
+			t.Fatalf("mode %v: %+v, %v", mode, res, err)
+		}
+		inEnv, _ := os.ReadFile(filepath.Join(dir, "env"))
+		first := strings.Split(string(inEnv), "\n")
+		if len(inEnv) > maxRecipientsVar || len(first) < 300 || len(first) >= len(rcpts) || first[len(first)-1] != rcpts[len(first)-1] {
+			t.Errorf("mode %v: RECIPIENTS holds %d bytes, %d recipients", mode, len(inEnv), len(first))
+		}
+		file, _ := os.ReadFile(filepath.Join(dir, "file"))
+		if string(file) != strings.Join(rcpts, "\n")+"\n" {
+			t.Errorf("mode %v: RECIPIENTS_FILE holds %d bytes, want every recipient", mode, len(file))
+		}
+		if m, _ := os.ReadFile(filepath.Join(dir, "mode")); strings.TrimSpace(string(m)) != "600" {
+			t.Errorf("mode %v: RECIPIENTS_FILE mode %q", mode, m)
+		}
+	}
+	// A few recipients: no file, RECIPIENTS_FILE unset (the contract as
+	// proxsmtpd has it).
+	res, out, err := run(t, Spec{Command: `printf %s "${RECIPIENTS_FILE-unset}"`}, stdEnv(), msg)
+	if err != nil || res.Action != Accept || out != "unset" {
+		t.Errorf("few recipients: %+v %q %v", res, out, err)
+	}
+}
+
 func TestExitStatus(t *testing.T) {
 	noexec := filepath.Join(t.TempDir(), "noexec")
 	if err := os.WriteFile(noexec, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
