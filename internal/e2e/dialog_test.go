@@ -98,7 +98,27 @@ func (h *harness) runDialog(t *testing.T, f *filterScript, d dialog) {
 		c.CmdLine("EHLO client.example", ehloReplyFor(h))
 		up = append(up, cEHLO)
 	}
-	for i, st := range d.steps {
+	runSteps(t, c, d.steps, sess)
+	if !d.noQuit {
+		c.CmdLine("QUIT", smtptest.ReplyBye)
+		up = append(up, d.up...)
+		up = append(up, cQUIT)
+	} else {
+		up = append(up, d.up...)
+	}
+	h.commandsSince(t, m, up...)
+	if d.delivered != nil {
+		h.deliveredSince(t, m, d.delivered...)
+	}
+	if d.check != nil && f != nil {
+		d.check(t, f.runsSince(t, m))
+	}
+}
+
+// runSteps sends each step and checks its replies.
+func runSteps(t *testing.T, c *smtptest.Client, steps []step, sess int) {
+	t.Helper()
+	for i, st := range steps {
 		if st.raw != "" {
 			c.Write([]byte(st.raw))
 		} else {
@@ -113,20 +133,6 @@ func (h *harness) runDialog(t *testing.T, f *filterScript, d dialog) {
 				t.Fatalf("step %d (%q), reply %d: got %q, expected %q", i, label(st), j, rep.String(), w)
 			}
 		}
-	}
-	if !d.noQuit {
-		c.CmdLine("QUIT", smtptest.ReplyBye)
-		up = append(up, d.up...)
-		up = append(up, cQUIT)
-	} else {
-		up = append(up, d.up...)
-	}
-	h.commandsSince(t, m, up...)
-	if d.delivered != nil {
-		h.deliveredSince(t, m, d.delivered...)
-	}
-	if d.check != nil && f != nil {
-		d.check(t, f.runsSince(t, m))
 	}
 }
 

@@ -81,27 +81,6 @@ func TestHiddenCommands(t *testing.T) {
 	}
 }
 
-// runSteps sends each step and checks its replies.
-func runSteps(t *testing.T, c *smtptest.Client, steps []step, sess int) {
-	t.Helper()
-	for i, st := range steps {
-		if st.raw != "" {
-			c.Write([]byte(st.raw))
-		} else {
-			c.Send(st.send)
-		}
-		for j, w := range st.want {
-			rep, err := c.ReadReply()
-			if err != nil {
-				t.Fatalf("step %d (%q), reply %d: %v (got %q, expected %q)", i, label(st), j, err, rep.String(), w)
-			}
-			if !matchReply(rep, w, sess) {
-				t.Fatalf("step %d (%q), reply %d: got %q, expected %q", i, label(st), j, rep.String(), w)
-			}
-		}
-	}
-}
-
 // Issue 6, item 3: XFORWARD is believed only from xforward.trusted; from
 // anyone else it is neither offered, relayed nor put into the filter's
 // environment.

@@ -257,7 +257,7 @@ exit $status`
 // reaps it.
 func (s *Server) runMaster() error {
 	cmd := exec.Command("/bin/sh", "-c", guardScript, s.tools.master, s.conf)
-	var out syncBuffer
+	var out testproc.Output
 	cmd.Stdout, cmd.Stderr = &out, &out
 	launch := testproc.NewLauncher()
 	if err := launch.Start(cmd, syscall.SIGTERM); err != nil {
@@ -422,21 +422,3 @@ func freeAddr() (string, error) {
 	return addr, l.Close()
 }
 
-// syncBuffer collects the master's output; exec copies it from another
-// goroutine while start may read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}

@@ -148,7 +148,7 @@ func (s *Server) Start() error {
 	}
 	cmd := exec.Command(s.bin, "--port", s.Endpoint, "--access", s.AccessKey, "--secret", s.SecretKey,
 		"--quiet", "--keep-alive", "posix", s.Dir)
-	var out syncBuffer
+	var out testproc.Output
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	launch := testproc.NewLauncher()
@@ -215,21 +215,3 @@ func (s *Server) Stop() {
 	s.cmd, s.done = nil, nil
 }
 
-// syncBuffer collects the server's output; exec copies it from another
-// goroutine while Start may read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}

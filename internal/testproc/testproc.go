@@ -5,6 +5,7 @@ package testproc
 
 import (
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -43,3 +44,22 @@ func (l *Launcher) Start(cmd *exec.Cmd, sig syscall.Signal) error {
 
 // Close ends the launching thread.
 func (l *Launcher) Close() { l.once.Do(func() { close(l.reqs) }) }
+
+// Output collects a child's stdout and stderr: exec copies them from
+// another goroutine while the test may read what came so far.
+type Output struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (o *Output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+func (o *Output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
