@@ -421,4 +421,3 @@ func freeAddr() (string, error) {
 	addr := l.Addr().String()
 	return addr, l.Close()
 }
-

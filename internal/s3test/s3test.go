@@ -214,4 +214,3 @@ func (s *Server) Stop() {
 	}
 	s.cmd, s.done = nil, nil
 }
-
