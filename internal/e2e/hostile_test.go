@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-mail/sluice/internal/config"
+	"github.com/sluice-mail/sluice/internal/edge"
 	"github.com/sluice-mail/sluice/internal/smtptest"
 )
 
@@ -391,5 +395,31 @@ func TestManyRecipients(t *testing.T) {
 	lines := h.logs.waitMessageLines(t, m, 1)
 	if n := strings.Count(lines[0], " to="); n != 50 || !strings.Contains(lines[0], "to_more=950") {
 		t.Errorf("summary line names %d recipients: %.300q", n, lines[0])
+	}
+}
+
+// Issue 6, item 9: with the real embedded server (max_payload 1 MiB), a
+// recipient_limit whose jobs would not fit stops the edge at start-up.
+func TestRecipientLimitOverMaxPayload(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "proxsmtpd.conf")
+	conf := "Listen: 127.0.0.1:10025\nOutAddress: 127.0.0.1:25\nTempDirectory: " + t.TempDir() + "\nrecipient_limit: 20000\n"
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(config.Edge, []string{"-f", file, "--data-dir", t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen.Port = 0
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := edge.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err == nil {
+		e.Shutdown(ctx)
+		t.Fatal("the edge started with recipient_limit 20000 and a 1 MiB max_payload")
+	}
+	if !strings.HasPrefix(err.Error(), "recipient_limit: ") {
+		t.Errorf("start-up error %q does not name recipient_limit", err)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/queue"
 	"github.com/sluice-mail/sluice/internal/session"
 	"github.com/sluice-mail/sluice/internal/upstream"
+	"github.com/sluice-mail/sluice/internal/wire"
 	"github.com/sluice-mail/sluice/internal/worker"
 )
 
@@ -135,6 +136,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 	if e.q, err = queue.Open(ctx, qo); err != nil {
 		return nil, fmt.Errorf("job queue: %w", err)
 	}
+	if err := checkJobFits(cfg.Limits.RecipientLimit, e.q.MaxPayload()); err != nil {
+		return nil, err
+	}
 	e.mon.SetCheck("queue", e.q.Ready)
 	edgeID := xid.New().String()
 	if e.sub, err = e.q.NewSubmitter(ctx, edgeID); err != nil {
@@ -175,6 +179,23 @@ func rejectReply(s string) string {
 }
 
 func isDigit(b byte) bool { return b >= '0' && b <= '9' }
+
+// jobOverhead bounds what a filter job holds besides its recipients: the
+// keys, the client's HELO (one command line at most) and the rest.
+const jobOverhead = 16 << 10
+
+// checkJobFits refuses a recipient_limit whose envelopes could make a job
+// bigger than the NATS server takes: such a message would be answered
+// 451 for ever. Each recipient costs its address (wire.MaxPath at most)
+// and a few bytes of framing.
+func checkJobFits(recipients int, maxPayload int64) error {
+	need := int64(recipients)*(wire.MaxPath+4) + jobOverhead
+	if maxPayload > 0 && need > maxPayload {
+		return fmt.Errorf("recipient_limit: %d recipients make filter jobs of up to %d bytes, more than the NATS server's max_payload (%d bytes): lower recipient_limit or raise max_payload",
+			recipients, need, maxPayload)
+	}
+	return nil
+}
 
 // instanceName makes a directory name of the listen address, so that
 // several edges on one host keep separate embedded JetStream stores.

@@ -32,3 +32,19 @@ func TestLimitNamesCounted(t *testing.T) {
 		}
 	}
 }
+
+// Issue 6, item 9: a recipient_limit whose envelopes cannot fit a NATS
+// message stops the edge at start-up, naming the setting, rather than
+// answering 451 to every big message for ever.
+func TestRecipientLimitMustFitAJob(t *testing.T) {
+	if err := checkJobFits(1000, 1<<20); err != nil {
+		t.Errorf("the default against the default max_payload: %v", err)
+	}
+	err := checkJobFits(100000, 1<<20)
+	if err == nil || !strings.HasPrefix(err.Error(), "recipient_limit: ") {
+		t.Errorf("100000 recipients against 1 MiB: %v", err)
+	}
+	if err := checkJobFits(100000, 64<<20); err != nil {
+		t.Errorf("100000 recipients against 64 MiB: %v", err)
+	}
+}

@@ -419,6 +419,10 @@ func (q *Queue) consumer() jetstream.Consumer {
 // Server is the embedded server this queue runs or was given, or nil.
 func (q *Queue) Server() *server.Server { return q.ns }
 
+// MaxPayload is the largest message the connected server takes, a job
+// included.
+func (q *Queue) MaxPayload() int64 { return q.nc.MaxPayload() }
+
 // Ready reports whether the connection is up and the stream answers: for
 // readiness endpoints.
 func (q *Queue) Ready(ctx context.Context) error {
