@@ -70,12 +70,35 @@ func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Read
 	if err != nil {
 		return m, fmt.Errorf("filter job: %w", err)
 	}
-	if v.GetMessageId() != m.ID {
-		return m, fmt.Errorf("filter job: verdict for %q, expected %q", v.GetMessageId(), m.ID)
+	if err := checkVerdict(job, v); err != nil {
+		p.log.Warn("verdict refused", "id", m.ID, "worker", v.GetWorkerId(), "err", err)
+		return m, fmt.Errorf("filter job: %w", err)
 	}
 	p.metrics.VerdictWait(time.Since(sent))
 	m.Verdict = v
 	return m, nil
+}
+
+// checkVerdict refuses a verdict that is not job's, or that would have
+// the edge deliver anything but this message's own body or its own
+// filtered copy. A worker is another process, and whoever can publish on
+// the edge's verdict subject must not make it deliver another sender's
+// stored message.
+func checkVerdict(job *sluicev1.FilterJob, v *sluicev1.Verdict) error {
+	if v.GetMessageId() != job.GetMessageId() {
+		return fmt.Errorf("verdict for %q, expected %q", v.GetMessageId(), job.GetMessageId())
+	}
+	if v.GetAction() == sluicev1.Verdict_ACTION_ACCEPT && !ownKey(v.GetDeliverKey(), job.GetMessageKey(), job.GetFilteredKey()) {
+		return fmt.Errorf("verdict by %q names %q to deliver, which is neither this message nor its filtered copy",
+			v.GetWorkerId(), v.GetDeliverKey())
+	}
+	return nil
+}
+
+// ownKey reports whether a verdict's deliver key is the message's own
+// body ("" means that too) or its filtered copy.
+func ownKey(key, messageKey, filteredKey string) bool {
+	return key == "" || key == messageKey || key == filteredKey
 }
 
 // await submits job and waits for its verdict. A verdict message that
@@ -109,10 +132,16 @@ func (p *pipeline) await(ctx context.Context, job *sluicev1.FilterJob) (*sluicev
 	}
 }
 
+// Open opens the copy to deliver. Filter checked the verdict's key; this
+// checks again where the key is used.
 func (p *pipeline) Open(ctx context.Context, m *session.Message) (io.ReadCloser, error) {
+	messageKey := blob.Key(m.ID, m.Received, blob.MessageName)
 	key := m.Verdict.GetDeliverKey()
+	if !ownKey(key, messageKey, blob.Key(m.ID, m.Received, blob.FilteredName)) {
+		return nil, fmt.Errorf("refusing to deliver %q for message %s", key, m.ID)
+	}
 	if key == "" {
-		key = blob.Key(m.ID, m.Received, blob.MessageName)
+		key = messageKey
 	}
 	return p.store.Get(ctx, key)
 }
