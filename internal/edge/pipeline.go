@@ -28,11 +28,13 @@ type pipeline struct {
 	retention  time.Duration
 	log        *slog.Logger
 	metrics    *monitor.EdgeMetrics
+
+	recordPoll time.Duration // 0 = defaultRecordPoll; tests shorten it
 }
 
-// recordPoll is how often the edge looks for a stored verdict while it
-// waits for the verdict message.
-const recordPoll = 5 * time.Second
+// defaultRecordPoll is how often the edge looks for a stored verdict
+// while it waits for the verdict message; each look is bounded by it too.
+const defaultRecordPoll = 5 * time.Second
 
 func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Reader) (*session.Message, error) {
 	m := &session.Message{ID: xid.New().String(), Received: time.Now()}
@@ -104,7 +106,8 @@ func ownKey(key, messageKey, filteredKey string) bool {
 // await submits job and waits for its verdict. A verdict message that
 // went out while this edge was reconnecting to NATS is lost, but the
 // worker also stored it next to the message: look there too, now and
-// then.
+// then, apart from the wait, so that a verdict that arrives never waits
+// for a store that hangs.
 func (p *pipeline) await(ctx context.Context, job *sluicev1.FilterJob) (*sluicev1.Verdict, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -117,17 +120,41 @@ func (p *pipeline) await(ctx context.Context, job *sluicev1.FilterJob) (*sluicev
 		v, err := p.sub.Submit(ctx, job)
 		done <- result{v, err}
 	}()
-	t := time.NewTicker(recordPoll)
+	// Not waited for: a look in progress ends with ctx, and a store that
+	// ignores ctx must not hold the reply back either.
+	stored := make(chan *sluicev1.Verdict, 1)
+	go p.pollRecord(ctx, job, stored)
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case v := <-stored:
+		p.log.Info("verdict message missed; verdict read from the store", "id", job.MessageId)
+		return v, nil
+	}
+}
+
+// pollRecord looks for job's stored verdict every recordPoll until it
+// finds one (sent on found) or ctx ends. One look at a time, each bounded
+// by recordPoll: a hanging store costs one pending request, not a pile.
+func (p *pipeline) pollRecord(ctx context.Context, job *sluicev1.FilterJob, found chan<- *sluicev1.Verdict) {
+	every := p.recordPoll
+	if every <= 0 {
+		every = defaultRecordPoll
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
-		case r := <-done:
-			return r.v, r.err
+		case <-ctx.Done():
+			return
 		case <-t.C:
-			if v, err := worker.LoadRecord(ctx, p.store, job); err == nil {
-				p.log.Info("verdict message missed; verdict read from the store", "id", job.MessageId)
-				return v, nil
-			}
+		}
+		lctx, cancel := context.WithTimeout(ctx, every)
+		v, err := worker.LoadRecord(lctx, p.store, job)
+		cancel()
+		if err == nil {
+			found <- v
+			return
 		}
 	}
 }
