@@ -2,9 +2,11 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/rs/xid"
@@ -24,7 +26,8 @@ type pipeline struct {
 	store      blob.Store
 	sub        *queue.Submitter
 	edgeID     string
-	jobTimeout time.Duration
+	jobTimeout time.Duration // from the final dot to the reply
+	storeIdle  time.Duration // TimeOut: the longest the store may stop reading a body before its final dot; 0 = no limit
 	retention  time.Duration
 	log        *slog.Logger
 	metrics    *monitor.EdgeMetrics
@@ -36,18 +39,34 @@ type pipeline struct {
 // while it waits for the verdict message; each look is bounded by it too.
 const defaultRecordPoll = 5 * time.Second
 
+// Why an upload was cut short, for the log line of the message.
+var (
+	errPastDeadline = errors.New("job_timeout after the final dot passed")
+	errStoreStalled = errors.New("the store stopped reading the message")
+)
+
 func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Reader) (*session.Message, error) {
 	m := &session.Message{ID: xid.New().String(), Received: time.Now()}
 	key := func(name string) string { return blob.Key(m.ID, m.Received, name) }
-	n, err := p.store.Put(ctx, key(blob.MessageName), body, -1)
+	// The sender waits about 10 minutes after its final dot (RFC 5321
+	// 4.5.3.2.6), whatever the store does: the upload, the job and the
+	// delivery share one deadline that starts at the dot.
+	putCtx, cancelPut := context.WithCancelCause(ctx)
+	clock := newBodyClock(body, p.jobTimeout, p.storeIdle, cancelPut)
+	n, err := p.store.Put(putCtx, key(blob.MessageName), clock, -1)
+	clock.stop()
+	cause := context.Cause(putCtx)
+	cancelPut(nil)
 	m.Size = n
 	if err != nil {
+		if errors.Is(cause, errPastDeadline) || errors.Is(cause, errStoreStalled) {
+			err = fmt.Errorf("%w (%w)", err, cause)
+		}
 		return m, fmt.Errorf("storing message: %w", err)
 	}
 	p.metrics.MessageSize(n)
-	// The sender waits about 10 minutes after its final dot (RFC 5321
-	// 4.5.3.2.6): the deadline counts from now, not from DATA.
-	deadline := time.Now().Add(p.jobTimeout)
+	deadline := clock.deadline()
+	m.Deadline = deadline
 	job := &sluicev1.FilterJob{
 		MessageId:   m.ID,
 		EdgeId:      p.edgeID,
@@ -63,7 +82,6 @@ func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Read
 		ServerAddr:  e.ServerAddr,
 		RemoteAddr:  e.RemoteAddr,
 		RemoteHelo:  e.RemoteHelo,
-		ClientHelo:  e.ClientHelo,
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -171,6 +189,77 @@ func (p *pipeline) Open(ctx context.Context, m *session.Message) (io.ReadCloser,
 		key = messageKey
 	}
 	return p.store.Get(ctx, key)
+}
+
+// bodyClock is the message body as the store reads it. It notes the final
+// dot (the body's EOF) and from then on cancels the upload at the
+// deadline; before the dot it cancels an upload whose store has stopped
+// reading for idle (S3 hanging while a part uploads): the session then
+// reads the rest of the message and answers 4xx while the sender still
+// listens, rather than leave its final dot unread in the socket.
+type bodyClock struct {
+	r       io.Reader
+	timeout time.Duration
+	idle    time.Duration
+	cancel  context.CancelCauseFunc
+
+	mu    sync.Mutex
+	dot   time.Time   // zero until EOF
+	timer *time.Timer // the idle watchdog before the dot, the deadline after; nil when stopped
+}
+
+func newBodyClock(r io.Reader, timeout, idle time.Duration, cancel context.CancelCauseFunc) *bodyClock {
+	c := &bodyClock{r: r, timeout: timeout, idle: idle, cancel: cancel}
+	if idle > 0 {
+		c.timer = time.AfterFunc(idle, func() { cancel(errStoreStalled) })
+	}
+	return c
+}
+
+func (c *bodyClock) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	if c.dot.IsZero() && c.timer != nil {
+		// The store asks for more: it is not stalled, whatever the client
+		// takes to send it (the session's own timeouts bound that).
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	n, err := c.r.Read(b)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !c.dot.IsZero():
+	case err == io.EOF:
+		c.dot = time.Now()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		c.timer = time.AfterFunc(c.timeout, func() { c.cancel(errPastDeadline) })
+	case c.timer != nil:
+		c.timer.Reset(c.idle)
+	}
+	return n, err
+}
+
+// stop ends the clock once the store is done with the body.
+func (c *bodyClock) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+}
+
+// deadline is final dot + job_timeout. A store that returned without
+// reading to EOF (none should) gets the deadline counted from now.
+func (c *bodyClock) deadline() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dot.IsZero() {
+		return time.Now().Add(c.timeout)
+	}
+	return c.dot.Add(c.timeout)
 }
 
 // Finish removes the stored copies at once when retention is zero; the
