@@ -68,6 +68,9 @@ func TestPipelineDeadlineCountsFromTheFinalDot(t *testing.T) {
 		t.Fatal(err)
 	}
 	job := <-jobs
+	if job.GetClientHelo() != "client.example" || job.GetClientAddr() != "127.0.0.1" || job.GetSender() != "alice@example.com" {
+		t.Errorf("job envelope: client %q helo %q sender %q", job.GetClientAddr(), job.GetClientHelo(), job.GetSender())
+	}
 	dot := body.at()
 	want := dot.Add(jobTimeout)
 	got := job.GetDeadline().AsTime()

@@ -82,6 +82,7 @@ func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Read
 		ServerAddr:  e.ServerAddr,
 		RemoteAddr:  e.RemoteAddr,
 		RemoteHelo:  e.RemoteHelo,
+		ClientHelo:  e.ClientHelo,
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()

@@ -77,7 +77,7 @@ func (b *bed) consume(t *testing.T, h queue.Handler) {
 
 func envelope() *session.Envelope {
 	sender := "alice@example.com"
-	return &session.Envelope{Sender: &sender, Recipients: []string{"bob@example.com"}, ClientAddr: "127.0.0.1"}
+	return &session.Envelope{Sender: &sender, Recipients: []string{"bob@example.com"}, ClientAddr: "127.0.0.1", ClientHelo: "client.example"}
 }
 
 // accept is a worker that delivers the message as received.
