@@ -30,6 +30,16 @@ const (
 	s3MaxRetries  = 5
 )
 
+// s3SmallBody is the largest body of unknown size that Put reads whole
+// before it contacts the server, then sends in one PUT of known size.
+// A multipart upload of unknown size starts with a request of its own
+// before it reads any data, so a hanging server would otherwise leave the
+// body unread: an SMTP message's final dot, for one, would not be seen
+// until the server answered. Most mail is far smaller; the cost is at
+// most this much memory per upload, where minio-go's multipart path
+// holds a whole part.
+const s3SmallBody = 1 << 20
+
 // S3Options configures an S3 store. Endpoint and Bucket are required.
 type S3Options struct {
 	// Endpoint is host:port, without a scheme.
@@ -46,8 +56,9 @@ type S3Options struct {
 	// CreateBucket creates the bucket at start-up when it is missing.
 	CreateBucket bool
 	// PartSize is the multipart part size, default 16 MiB, minimum 5 MiB.
-	// Each upload in flight holds one buffer of PartSize: budget about
-	// PartSize + 5 MiB of heap per concurrent upload. Measured by
+	// Each upload of a body over 1 MiB holds one buffer of PartSize: budget
+	// about PartSize + 5 MiB of heap per concurrent upload. Smaller bodies
+	// of unknown size are read whole and sent in one PUT. Measured by
 	// TestS3PutMemory (minio-go v7.4.1, versitygw): one 64 MB upload of
 	// unknown size raised HeapInuse by at most 21 MiB and allocated
 	// 22 MiB in all with 16 MiB parts (10 and 15 MiB with 5 MiB parts).
@@ -147,9 +158,10 @@ func NewS3(ctx context.Context, o S3Options) (*S3, error) {
 	return s, nil
 }
 
-// Put stores r under key. With size -1 the body is sent as a multipart
-// upload in parts of PartSize, holding one part (PartSize bytes) in
-// memory; with a known size, bodies up to PartSize go out in one streamed
+// Put stores r under key. With size -1 a body of at most 1 MiB is read
+// to its end before the server is contacted and sent in one PUT; a
+// larger one as a multipart upload in parts of PartSize, holding one part
+// (PartSize bytes) in memory. With a known size, bodies up to PartSize go out in one streamed
 // PUT and larger ones in parts. A known size must be exact: a body of
 // another length fails the Put. r is read sequentially from its current
 // position. On failure minio-go aborts the multipart upload (a single PUT
@@ -163,19 +175,19 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64) (int6
 	var body io.Reader
 	switch {
 	case size < 0:
-		// Peek, so that an empty body goes the size-0 way below.
-		var first [1]byte
-		n, err := io.ReadFull(r, first[:])
-		if err != nil && err != io.EOF {
+		head, err := io.ReadAll(io.LimitReader(r, s3SmallBody+1))
+		if err != nil {
 			return 0, s.errorf(err, "put %s", key)
 		}
-		if n == 0 {
-			size = 0
+		if len(head) <= s3SmallBody {
+			// The whole body (an empty one goes the size-0 way below).
+			size = int64(len(head))
+			body = bytes.NewReader(head)
 			break
 		}
 		// Hides io.ReaderAt too: for that minio-go would upload parts
 		// from offset 0, whatever r's position.
-		body = io.MultiReader(bytes.NewReader(first[:]), r)
+		body = io.MultiReader(bytes.NewReader(head), r)
 	case size == 0:
 		// Nothing will read r: check here that it is empty.
 		if err := s3CheckEOF(r); err != nil {

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -337,4 +339,42 @@ func s3WithHangGuard(t *testing.T, limit time.Duration, f func() error) error {
 		t.Fatalf("call still running after %v", limit)
 		return nil
 	}
+}
+
+// A small body of unknown size is read to its end before the server is
+// contacted: a caller that watches for the end (the edge, for the final
+// dot of a message) sees it even while the server hangs.
+func TestS3SmallBodyReadBeforeTheServerAnswers(t *testing.T) {
+	v := privateS3Server(t)
+	s := newTestS3(t, v, MinS3PartSize)
+	if err := syscall.Kill(v.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(v.PID(), syscall.SIGCONT)
+	body := &s3EOFReader{r: stBody(3, 200<<10)}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	err := s3WithHangGuard(t, 30*time.Second, func() error {
+		_, err := s.Put(ctx, "2030/07/01/frozen/message.eml", body, -1)
+		return err
+	})
+	if err == nil {
+		t.Fatal("Put to a stopped server succeeded")
+	}
+	if !body.eof.Load() {
+		t.Errorf("Put to a stopped server gave up (%v) with the body unread to its end", err)
+	}
+}
+
+type s3EOFReader struct {
+	r   io.Reader
+	eof atomic.Bool
+}
+
+func (e *s3EOFReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		e.eof.Store(true)
+	}
+	return n, err
 }

@@ -591,6 +591,16 @@ func (l *loader) buildSluice(c *Config) {
 	if n.Password != "" && n.User == "" {
 		l.failf("nats.password", "set without nats.user")
 	}
+	// Whoever reaches the embedded server's port reads every job and can
+	// answer verdicts: open it beyond this host only behind the
+	// authorization the server takes (nats.user with nats.password, or
+	// nats.token).
+	if l.role == Edge && n.Embedded() && n.Listen != "" && l.err == nil &&
+		!(n.User != "" && n.Password != "" || n.Token != "") && !loopbackHostPort(n.Listen) {
+		l.failf("nats.listen", "%s is reachable from other hosts but the embedded server has no authentication: "+
+			"anyone who reaches it reads every job and can answer verdicts; set nats.user and nats.password, "+
+			"or nats.token, or listen on a loopback address (127.0.0.1:PORT, [::1]:PORT)", n.Listen)
+	}
 	n.NKeyFile = l.file("nats.nkey_file")
 	n.CredsFile = l.file("nats.creds_file")
 	n.TLSCA = l.file("nats.tls_ca")

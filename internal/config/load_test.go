@@ -496,6 +496,12 @@ func TestSluiceErrors(t *testing.T) {
 		{"SLUICE_NATS_URL=http://127.0.0.1:4222", "nats.url: unsupported scheme"},
 		{"SLUICE_NATS_URL=nats://127.0.0.1:0", "nats.url: invalid port"},
 		{"SLUICE_NATS_LISTEN=4222", "nats.listen: must be host:port"},
+		// No authentication: only loopback may reach the embedded server.
+		{"SLUICE_NATS_LISTEN=:4222", "nats.listen: :4222 is reachable from other hosts but the embedded server has no authentication"},
+		{"SLUICE_NATS_LISTEN=0.0.0.0:4222", "nats.listen: 0.0.0.0:4222 is reachable from other hosts"},
+		{"SLUICE_NATS_LISTEN=[::]:4222", "nats.listen: [::]:4222 is reachable from other hosts"},
+		{"SLUICE_NATS_LISTEN=192.0.2.7:4222", "nats.listen: 192.0.2.7:4222 is reachable from other hosts"},
+		{"SLUICE_NATS_LISTEN=nats.example.org:4222", "nats.listen: nats.example.org:4222 is reachable from other hosts"},
 		{"SLUICE_NATS_STREAM=a.b", "nats.stream: invalid name"},
 		{"SLUICE_NATS_CONSUMER=a b", "nats.consumer: invalid name"},
 		{"SLUICE_NATS_SUBJECT=sluice.*", "nats.subject: invalid subject"},
@@ -549,9 +555,15 @@ func TestSluiceErrors(t *testing.T) {
 		}
 	}
 
+	// A user without a password is no authentication: the name is no secret.
+	e := loadErr(t, Edge, []string{"-f", p}, []string{"SLUICE_NATS_LISTEN=0.0.0.0:4222", "SLUICE_NATS_USER=sluice"})
+	if want := "SLUICE_NATS_LISTEN: nats.listen: 0.0.0.0:4222 is reachable from other hosts"; !strings.HasPrefix(e.Error(), want) {
+		t.Errorf("nats.listen with nats.user alone:\n got %q\nwant %q...", e.Error(), want)
+	}
+
 	// A FilterTimeout the default job_timeout cannot exceed.
 	p = writeConf(t, "proxsmtpd.conf", "OutAddress: 2525\nFilterTimeout: 540\n")
-	e := loadErr(t, Edge, []string{"-f", p}, nil)
+	e = loadErr(t, Edge, []string{"-f", p}, nil)
 	if want := p + ": invalid setting: FilterTimeout (must be less than job_timeout, 9m0s"; !strings.HasPrefix(e.Error(), want) {
 		t.Errorf("got %q", e.Error())
 	}
@@ -586,6 +598,12 @@ func TestSluiceValues(t *testing.T) {
 		{[]string{"SLUICE_NATS_LISTEN=127.0.0.1:4222", "SLUICE_WORKER_SLOTS=0"}, func(c *Config) bool {
 			return c.NATS.Listen == "127.0.0.1:4222" && c.Worker.Slots == 0 && c.NATS.Embedded()
 		}},
+		{[]string{"SLUICE_NATS_LISTEN=[::1]:4222"}, func(c *Config) bool { return c.NATS.Listen == "[::1]:4222" }},
+		{[]string{"SLUICE_NATS_LISTEN=localhost:4222"}, func(c *Config) bool { return c.NATS.Listen == "localhost:4222" }},
+		{[]string{"SLUICE_NATS_LISTEN=0.0.0.0:4222", "SLUICE_NATS_USER=u", "SLUICE_NATS_PASSWORD=p"}, func(c *Config) bool {
+			return c.NATS.Listen == "0.0.0.0:4222" && c.NATS.User == "u"
+		}},
+		{[]string{"SLUICE_NATS_LISTEN=:4222", "SLUICE_NATS_TOKEN=t"}, func(c *Config) bool { return c.NATS.Token == "t" }},
 		{[]string{"SLUICE_NATS_URL=nats://127.0.0.1:4222,127.0.0.1:4223 , tls://h:4443"}, func(c *Config) bool {
 			return slices.Equal(c.NATS.URLs, []string{"nats://127.0.0.1:4222", "127.0.0.1:4223", "tls://h:4443"}) && c.Worker.Slots == 0
 		}},

@@ -122,6 +122,22 @@ func splitList(s string) []string {
 	return out
 }
 
+// loopbackHostPort reports whether a checked host:port binds to loopback
+// only: a loopback IP or "localhost". An empty or unspecified host
+// (":4222", "0.0.0.0:4222", "[::]:4222") binds every address, and any
+// other name may resolve to anything.
+func loopbackHostPort(s string) bool {
+	host, _, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // checkHostPort accepts "host:port" and ":port" with a numeric port 0..65535.
 func checkHostPort(s string) error {
 	host, port, err := net.SplitHostPort(s)

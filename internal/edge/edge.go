@@ -144,7 +144,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 	if e.sub, err = e.q.NewSubmitter(ctx, edgeID); err != nil {
 		return nil, fmt.Errorf("job queue: %w", err)
 	}
-	e.pipe = &pipeline{store: e.store, sub: e.sub, edgeID: edgeID, jobTimeout: cfg.JobTimeout, retention: cfg.Retention, log: log, metrics: e.metrics}
+	e.pipe = &pipeline{store: e.store, sub: e.sub, edgeID: edgeID, jobTimeout: cfg.JobTimeout, storeIdle: cfg.TimeOut,
+		retention: cfg.Retention, log: log, metrics: e.metrics}
 
 	if cfg.Worker.Slots > 0 {
 		if err := e.startWorkers(ctx, qo); err != nil {

@@ -19,6 +19,10 @@ type result struct {
 	connErr bool
 	start   time.Time
 	end     time.Time
+	// dot is when the final dot was sent, answered when the reply to it
+	// (or the error instead) came; both zero if the body was not sent.
+	dot      time.Time
+	answered time.Time
 }
 
 func (r result) String() string {
@@ -221,7 +225,9 @@ func (c *client) send(tok string, size int) (r result) {
 	if _, err := c.nc.Write(messageBody(tok, size)); err != nil {
 		return fail("dot", 0, "", err)
 	}
+	r.dot = time.Now()
 	code, msg, err := c.cmd("", finalTimeout)
+	r.answered = time.Now()
 	if err != nil || code != 250 {
 		return fail("dot", code, msg, err)
 	}

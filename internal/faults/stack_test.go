@@ -26,7 +26,8 @@ import (
 // (O_APPEND, one short write) at its start and one at its end:
 // "<token> <pid> start|end <worker>", the token from the message's
 // X-Faults-Token header; then it passes the message through, after
-// sleeping $FAULTS_SLEEP seconds if set.
+// sleeping $FAULTS_SLEEP seconds if set; with $FAULTS_REJECT set it
+// rejects instead, that line its reply.
 const filterScript = `#!/bin/sh
 tmp=$(mktemp "${TMPDIR:-/tmp}/faults.XXXXXX") || exit 75
 trap 'rm -f "$tmp"' EXIT
@@ -34,6 +35,11 @@ cat >"$tmp" || exit 75
 tok=$(sed -n 's/^X-Faults-Token: *\([A-Za-z0-9._-]*\).*$/\1/p' "$tmp" | head -n 1)
 echo "${tok:-none} $$ start ${FAULTS_WORKER:-unknown}" >>"$FAULTS_RUNLOG"
 if [ -n "$FAULTS_SLEEP" ]; then sleep "$FAULTS_SLEEP"; fi
+if [ -n "$FAULTS_REJECT" ]; then
+  echo "${tok:-none} $$ end ${FAULTS_WORKER:-unknown}" >>"$FAULTS_RUNLOG"
+  echo "$FAULTS_REJECT" >&2
+  exit 1
+fi
 cat "$tmp"
 echo "${tok:-none} $$ end ${FAULTS_WORKER:-unknown}" >>"$FAULTS_RUNLOG"
 `
@@ -45,7 +51,10 @@ type timing struct {
 	ackWait       time.Duration // nats.ack_wait: redelivery of a dead worker's job
 	jobTimeout    time.Duration // job_timeout: how long the edge waits for a verdict
 	filterSleep   string        // seconds the filter sleeps; "" = none
+	filterReject  string        // the filter rejects with this reply; "" = it passes the message
 	slots         int           // worker.slots per worker
+	timeOut       int           // TimeOut, seconds; 0 = the default
+	partSize      string        // store.s3.part_size; "" = the default
 }
 
 // defaultTiming fits one NATS fail-over (~7 s) and one redelivery.
@@ -214,6 +223,12 @@ worker:
   slots: %s
 `, listen, s.up.addr, s.filter, tm.filterTimeout, tmp, p.name, dir, tm.jobTimeout,
 		strings.Join(urls, ", "), tm.ackWait, s.s3.Endpoint, s.s3.AccessKey, s.s3.SecretKey, slots)
+	if tm.timeOut > 0 {
+		cfg += fmt.Sprintf("TimeOut: %d\n", tm.timeOut)
+	}
+	if tm.partSize != "" {
+		cfg = strings.Replace(cfg, "    create_bucket: true\n", "    create_bucket: true\n    part_size: "+tm.partSize+"\n", 1)
+	}
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		s.t.Fatal(err)
@@ -240,7 +255,8 @@ func (s *stack) newProc(name, bin string) *proc {
 	p.env = append(os.Environ(),
 		"FAULTS_RUNLOG="+s.runlog,
 		"FAULTS_WORKER="+name,
-		"FAULTS_SLEEP="+s.tm.filterSleep)
+		"FAULTS_SLEEP="+s.tm.filterSleep,
+		"FAULTS_REJECT="+s.tm.filterReject)
 	return p
 }
 

@@ -91,6 +91,9 @@ type Message struct {
 	Received time.Time
 	Size     int64
 	Verdict  *sluicev1.Verdict
+	// Deadline is the final dot plus job_timeout: reading the copy to
+	// deliver ends by then too. Zero: no deadline.
+	Deadline time.Time
 }
 
 // Pipeline stores, filters and returns messages. The edge implements it
@@ -994,6 +997,14 @@ func verdictReply(v *sluicev1.Verdict) (string, bool) {
 // with the configured Header (B37).
 func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) error {
 	v := m.Verdict
+	if !m.Deadline.IsZero() {
+		// The sender stops waiting at the deadline: a store that hangs
+		// while the copy is opened or read must not make the edge deliver
+		// after it (a duplicate once the sender retries).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, m.Deadline)
+		defer cancel()
+	}
 	// Open first: once the upstream said 354 there is no clean way back.
 	rc, err := s.pipe.Open(ctx, m)
 	if err != nil {
