@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -41,6 +42,8 @@ type Worker struct {
 	Logger *slog.Logger
 
 	Metrics *monitor.WorkerMetrics // nil: nothing counted
+
+	records sync.WaitGroup // verdict records still being stored
 }
 
 // DefaultID is "hostname-pid".
@@ -90,11 +93,37 @@ func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt ui
 		"action", v.Action, "status", v.Status, "detail", v.Detail, "exit", v.ExitCode,
 		"size", v.DeliverSize, "duration", v.Finished.AsTime().Sub(started).Round(time.Millisecond))
 
-	if err := w.storeRecord(ctx, job, v); err != nil {
-		log.Error("cannot store the verdict record", "key", job.GetRecordKey(), "err", err)
-	}
+	w.record(ctx, job, v, log)
 	w.Metrics.Job(v.Action)
 	return v
+}
+
+// recordWait is how long the verdict waits for its record to be stored.
+// The record lets a redelivered job be answered without running the
+// filter again, but a store that hangs must not hold the answer back
+// while the sender waits: past recordWait the verdict goes out and the
+// record is stored behind it (Run waits for it before returning).
+const recordWait = 2 * time.Second
+
+// record stores the verdict record, waiting at most recordWait for it.
+func (w *Worker) record(ctx context.Context, job *sluicev1.FilterJob, v *sluicev1.Verdict, log *slog.Logger) {
+	stored := make(chan error, 1)
+	w.records.Add(1)
+	go func() {
+		defer w.records.Done()
+		err := w.storeRecord(ctx, job, v)
+		if err != nil {
+			log.Error("cannot store the verdict record", "key", job.GetRecordKey(), "err", err)
+		}
+		stored <- err
+	}()
+	t := time.NewTimer(recordWait)
+	defer t.Stop()
+	select {
+	case <-stored:
+	case <-t.C:
+		log.Warn("the store is slow; answering before the verdict record is stored", "key", job.GetRecordKey())
+	}
 }
 
 // decide runs the filter (if any) and maps its result to a verdict.
@@ -285,6 +314,7 @@ func Run(ctx context.Context, q *queue.Queue, w *Worker, slots int) error {
 		opts = append(opts, queue.OnSkip(w.Metrics.JobSkipped))
 	}
 	err := q.Consume(ctx, slots, w.Handle, opts...)
+	w.records.Wait()
 	if err != nil {
 		log.Error("worker stopped", "worker", w.ID, "err", err)
 		return fmt.Errorf("worker: %w", err)

@@ -381,3 +381,37 @@ func TestOutputTooLarge(t *testing.T) {
 	}
 	record(t, store, job, v)
 }
+
+// heldRecordStore holds every Put of a verdict record until release is
+// closed.
+type heldRecordStore struct {
+	blob.Store
+	release chan struct{}
+}
+
+func (s *heldRecordStore) Put(ctx context.Context, key string, r io.Reader, size int64) (int64, error) {
+	if strings.HasSuffix(key, blob.RecordName) {
+		<-s.release
+	}
+	return s.Store.Put(ctx, key, r, size)
+}
+
+// A store that hangs on the verdict record does not hold the verdict back
+// (issue 6, fault test "StalledPoll": every verdict came 30 s late); the
+// record is stored once the store answers, and Run-style waiting sees it.
+func TestVerdictDoesNotWaitForAHungRecord(t *testing.T) {
+	w, store := newWorker(t, "cat")
+	held := &heldRecordStore{Store: store, release: make(chan struct{})}
+	w.Store = held
+	job := newJob(t, store, "m1", body)
+	v := handle(t, w, job, 1) // returns although the record's Put hangs
+	if v.Action != sluicev1.Verdict_ACTION_ACCEPT {
+		t.Fatalf("verdict %v", v)
+	}
+	if _, err := read(t, store, job.RecordKey); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("record stored while its Put hangs: %v", err)
+	}
+	close(held.release)
+	w.records.Wait()
+	record(t, store, job, v)
+}
