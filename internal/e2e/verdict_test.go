@@ -53,23 +53,24 @@ func (r *rogue) answer(verdicts func(*sluicev1.FilterJob) []*sluicev1.Verdict) <
 			if err != nil {
 				return err
 			}
-			for msg := range batch.Messages() {
-				job := new(sluicev1.FilterJob)
-				if err := proto.Unmarshal(msg.Data(), job); err != nil {
+			msg, ok := <-batch.Messages()
+			if !ok {
+				return fmt.Errorf("no job within 20s: %v", batch.Error())
+			}
+			job := new(sluicev1.FilterJob)
+			if err := proto.Unmarshal(msg.Data(), job); err != nil {
+				return err
+			}
+			for _, v := range verdicts(job) {
+				data, err := proto.Marshal(v)
+				if err != nil {
 					return err
 				}
-				for _, v := range verdicts(job) {
-					data, err := proto.Marshal(v)
-					if err != nil {
-						return err
-					}
-					if err := r.nc.Publish(job.ReplySubject, data); err != nil {
-						return err
-					}
+				if err := r.nc.Publish(job.ReplySubject, data); err != nil {
+					return err
 				}
-				return msg.Ack()
 			}
-			return fmt.Errorf("no job within 20s: %v", batch.Error())
+			return msg.Ack()
 		}()
 	}()
 	return errc
