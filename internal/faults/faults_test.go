@@ -220,21 +220,27 @@ func outage(t *testing.T, s *stack, name string, down time.Duration, breakIt, re
 	if err := waitOK(l, time.Time{}, 20, 60*time.Second); err != nil {
 		t.Fatalf("before the fault: %v", err)
 	}
+	from, to = fault(t, l, 20, down, breakIt, repair)
+	res = l.finish()
+	t.Logf("fault from %s to %s; replies:%s", from.Format("15:04:05.000"), to.Format("15:04:05.000"), replies(res))
+	in := window(res, from, to)
+	t.Logf("%d messages begun and answered during the fault:%s", len(in), replies(in))
+	return res, from, to
+}
+
+// fault breaks a part while l runs, repairs it after down, and waits until
+// n more messages of l went through; it returns the fault's window.
+func fault(t *testing.T, l *load, n int, down time.Duration, breakIt, repair func()) (from, to time.Time) {
+	t.Helper()
 	breakIt()
 	from = time.Now()
 	time.Sleep(down)
 	to = time.Now()
 	repair()
-	repaired := time.Now()
-	if err := waitOK(l, repaired, 20, 90*time.Second); err != nil {
+	if err := waitOK(l, time.Now(), n, 90*time.Second); err != nil {
 		t.Errorf("no recovery without restarts: %v", err)
 	}
-	res = l.finish()
-	t.Logf("fault from %s to %s, repaired by %s; replies:%s", from.Format("15:04:05.000"), to.Format("15:04:05.000"),
-		repaired.Format("15:04:05.000"), replies(res))
-	in := window(res, from, to)
-	t.Logf("%d messages begun and answered during the fault:%s", len(in), replies(in))
-	return res, from, to
+	return from, to
 }
 
 // checkNoPerm fails t for any 5xx: an infrastructure failure is never the
