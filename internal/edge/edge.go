@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/header"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
+	"github.com/sluice-mail/sluice/internal/replycode"
 	"github.com/sluice-mail/sluice/internal/session"
 	"github.com/sluice-mail/sluice/internal/upstream"
 	"github.com/sluice-mail/sluice/internal/wire"
@@ -173,13 +174,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 // without a code gets proxsmtpd's prefix.
 func rejectReply(s string) string {
 	s = strings.TrimSpace(s)
-	if len(s) >= 3 && (s[0] == '4' || s[0] == '5') && isDigit(s[1]) && isDigit(s[2]) && (len(s) == 3 || s[3] == ' ') {
+	if class, ok := replycode.Final(s); ok && class != 2 {
 		return s
 	}
 	return "550 Content Rejected; " + s
 }
-
-func isDigit(b byte) bool { return b >= '0' && b <= '9' }
 
 // jobOverhead bounds what a filter job holds besides its recipients: the
 // keys, the client's HELO (one command line at most) and the rest.

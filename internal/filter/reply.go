@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/sluice-mail/sluice/internal/replycode"
 )
 
 const (
@@ -64,21 +66,9 @@ func ParseStderr(stderr []byte) (action Action, reply, status string) {
 // accepted any three digits, which let a filter send a continuation line
 // ("550-...") that left the client waiting, or a meaningless 3xx (B34).
 func hasCode(s string) bool {
-	if len(s) < 3 {
-		return false
-	}
-	switch s[0] {
-	case '2', '4', '5':
-	default:
-		return false
-	}
-	if !isDigit(s[1]) || !isDigit(s[2]) {
-		return false
-	}
-	return len(s) == 3 || s[3] == ' '
+	_, ok := replycode.Final(s)
+	return ok
 }
-
-func isDigit(b byte) bool { return b >= '0' && b <= '9' }
 
 // lastLine returns the last line of b that is not blank once cleaned.
 func lastLine(b []byte) string {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/sluice-mail/sluice/internal/replycode"
 )
 
 // Limits on replies read from an upstream.
@@ -103,23 +105,12 @@ func readReplyLine(r *bufio.Reader) (string, error) {
 // parseReplyLine returns the code of one reply line and whether it is the
 // last line of its reply.
 func parseReplyLine(line string) (code int, final bool, err error) {
-	if len(line) < 3 || !isDigit(line[0]) || !isDigit(line[1]) || !isDigit(line[2]) {
-		return 0, false, fmt.Errorf("%w: line %q does not start with a 3-digit code", ErrBadReply, clip(line))
+	code, final, ok := replycode.Parse(line)
+	if !ok {
+		return 0, false, fmt.Errorf("%w: line %q does not start with a 3-digit code and a space, a hyphen or its end", ErrBadReply, clip(line))
 	}
-	code = int(line[0]-'0')*100 + int(line[1]-'0')*10 + int(line[2]-'0')
-	if len(line) == 3 {
-		return code, true, nil
-	}
-	switch line[3] {
-	case ' ':
-		return code, true, nil
-	case '-':
-		return code, false, nil
-	}
-	return 0, false, fmt.Errorf("%w: line %q: code not followed by space or hyphen", ErrBadReply, clip(line))
+	return code, final, nil
 }
-
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // clip shortens s for error messages.
 func clip(s string) string {
@@ -183,11 +174,6 @@ func ParseReply(line string) (Reply, error) {
 		return Reply{}, fmt.Errorf("%w: %q is a continuation line", ErrBadReply, clip(line))
 	}
 	return Reply{Code: code, Lines: []string{line}}, nil
-}
-
-// Own is a single-line reply the edge makes up itself.
-func Own(code int, text string) Reply {
-	return Reply{Code: code, Lines: []string{fmt.Sprintf("%d %s", code, text)}}
 }
 
 // hiddenExtensions are the EHLO keywords never relayed to the client: the

@@ -68,10 +68,6 @@ func TestReplyMethods(t *testing.T) {
 	if (Reply{Code: 250, Lines: []string{"250"}}).Text() != "" {
 		t.Fatal("Text of a bare code")
 	}
-	own := Own(502, "5.5.1 Command not implemented")
-	if own.Code != 502 || string(own.Bytes()) != "502 5.5.1 Command not implemented\r\n" || own.Class() != 5 {
-		t.Fatalf("Own %+v", own)
-	}
 }
 
 func TestParseReply(t *testing.T) {
