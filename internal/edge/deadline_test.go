@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-mail/sluice/internal/session"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
@@ -175,7 +176,7 @@ func TestPipelineSlowClientIsNoStalledStore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Filter: %v", err)
 	}
-	if m.Verdict.GetAction() != sluicev1.Verdict_ACTION_ACCEPT {
+	if m.Verdict.Action != session.ActionAccept {
 		t.Errorf("verdict %v", m.Verdict)
 	}
 }

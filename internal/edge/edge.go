@@ -118,7 +118,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 			return nil, err
 		}
 	}
-	e.scfg.OnMessage = e.metrics.Message
+	e.scfg.OnMessage = func(k session.Kind) { e.metrics.Message(k.String()) }
 	e.scfg.OnLimit = e.metrics.Limit
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)

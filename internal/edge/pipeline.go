@@ -96,8 +96,29 @@ func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Read
 		return m, fmt.Errorf("filter job: %w", err)
 	}
 	p.metrics.VerdictWait(time.Since(sent))
-	m.Verdict = v
+	m.Verdict = sessionVerdict(job, v)
 	return m, nil
+}
+
+// actions maps the schema's actions to the session's; anything else is
+// ActionUnknown, which the session answers as a malformed verdict.
+var actions = map[sluicev1.Verdict_Action]session.Action{
+	sluicev1.Verdict_ACTION_ACCEPT:   session.ActionAccept,
+	sluicev1.Verdict_ACTION_REJECT:   session.ActionReject,
+	sluicev1.Verdict_ACTION_DROP:     session.ActionDrop,
+	sluicev1.Verdict_ACTION_TEMPFAIL: session.ActionTempFail,
+}
+
+// sessionVerdict is a worker's verdict on job as the session acts on it;
+// checkVerdict has made sure that it names no other message to deliver.
+func sessionVerdict(job *sluicev1.FilterJob, v *sluicev1.Verdict) *session.Verdict {
+	return &session.Verdict{
+		Action:   actions[v.GetAction()],
+		Reply:    v.GetReply(),
+		Status:   v.GetStatus(),
+		Detail:   v.GetDetail(),
+		Filtered: v.GetDeliverKey() != "" && v.GetDeliverKey() == job.GetFilteredKey(),
+	}
 }
 
 // checkVerdict refuses a verdict that is not job's, or that would have
@@ -178,18 +199,14 @@ func (p *pipeline) pollRecord(ctx context.Context, job *sluicev1.FilterJob, foun
 	}
 }
 
-// Open opens the copy to deliver. Filter checked the verdict's key; this
-// checks again where the key is used.
+// Open opens the copy to deliver: the message's own body or its filtered
+// copy, the only two keys it can name.
 func (p *pipeline) Open(ctx context.Context, m *session.Message) (io.ReadCloser, error) {
-	messageKey := blob.Key(m.ID, m.Received, blob.MessageName)
-	key := m.Verdict.GetDeliverKey()
-	if !ownKey(key, messageKey, blob.Key(m.ID, m.Received, blob.FilteredName)) {
-		return nil, fmt.Errorf("refusing to deliver %q for message %s", key, m.ID)
+	name := blob.MessageName
+	if m.Verdict.Filtered {
+		name = blob.FilteredName
 	}
-	if key == "" {
-		key = messageKey
-	}
-	return p.store.Get(ctx, key)
+	return p.store.Get(ctx, blob.Key(m.ID, m.Received, name))
 }
 
 // bodyClock is the message body as the store reads it. It notes the final

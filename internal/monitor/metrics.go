@@ -2,7 +2,6 @@ package monitor
 
 import (
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,53 +79,6 @@ var Statuses = []string{
 // session's Limit* names.
 var Limits = []string{"command_deadline", "data_deadline", "hard_error_limit", "early_talker",
 	"recipient_limit", "message_size", "xforward_untrusted"}
-
-// sessionStatuses maps the session's log statuses to metric statuses.
-var sessionStatuses = map[string]string{
-	"FILTERED":         StatusFiltered,
-	"REJECTED":         StatusRejected,
-	"DROPPED":          StatusDropped,
-	"TEMPFAIL":         StatusTempFail,
-	"FILTER-ERROR":     StatusTempFail,
-	"SKIPPED":          StatusSkipped,
-	"UPSTREAM-REFUSED": StatusUpstreamRefused,
-	"UPSTREAM-ERROR":   StatusUpstreamError,
-	"TOO-BIG":          StatusTooBig,
-	"BARE-LINE-ENDING": StatusBareLineEnding,
-	"CLIENT-GONE":      StatusClientGone,
-	"DEADLINE":         StatusDeadline,
-	"NUL-BYTE":         StatusNUL,
-}
-
-// MessageStatus maps the status of the session's per-message log line to
-// one of Statuses, so that the label has a small fixed set of values. The
-// session's own words (FILTERED, FILTER-ERROR, TOO-BIG, ...) and the
-// Status constants map as named. Anything else is the filter's own
-// message for a verdict other than accept: a reply with a 2xx code is a
-// drop, with a 4xx code a temporary failure, anything else a rejection
-// (proxsmtpd's "550 Content Rejected; <text>").
-func MessageStatus(status string) string {
-	s := strings.TrimSpace(status)
-	if m, ok := sessionStatuses[strings.ToUpper(s)]; ok {
-		return m
-	}
-	for _, m := range Statuses {
-		if s == m {
-			return m
-		}
-	}
-	if len(s) >= 3 && isDigit(s[1]) && isDigit(s[2]) && (len(s) == 3 || s[3] == ' ' || s[3] == '-') {
-		switch s[0] {
-		case '2':
-			return StatusDropped
-		case '4':
-			return StatusTempFail
-		}
-	}
-	return StatusRejected
-}
-
-func isDigit(b byte) bool { return b >= '0' && b <= '9' }
 
 // durationBuckets span a quick filter (milliseconds) to a slow scanner or a
 // verdict that waited for the job deadline (minutes).
@@ -320,13 +272,12 @@ func (m *EdgeMetrics) Limit(limit string) {
 	m.limits.WithLabelValues(limit).Inc()
 }
 
-// Message counts one DATA attempt by its session status (see
-// MessageStatus).
+// Message counts one DATA attempt by how it ended (one of Statuses).
 func (m *EdgeMetrics) Message(status string) {
-	if m == nil {
+	if m == nil || !slices.Contains(Statuses, status) {
 		return
 	}
-	m.messages.WithLabelValues(MessageStatus(status)).Inc()
+	m.messages.WithLabelValues(status).Inc()
 }
 
 // VerdictWait records how long a verdict took to come back.

@@ -457,48 +457,6 @@ func TestEdgeMetrics(t *testing.T) {
 	nw.AddSlots(1)
 }
 
-func TestMessageStatus(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"FILTERED", "filtered"},
-		{"REJECTED", "rejected"},
-		{"FILTER-ERROR", "tempfail"},
-		{"SKIPPED", "skipped"},
-		{"UPSTREAM-REFUSED", "upstream_refused"},
-		{"UPSTREAM-ERROR", "upstream_error"},
-		{"TOO-BIG", "too_big"},
-		{"BARE-LINE-ENDING", "bare_line_ending"},
-		{"CLIENT-GONE", "client_gone"},
-		{"client_gone", "client_gone"},
-		{"dropped", "dropped"},
-		{"250 2.0.0 dropped by policy", "dropped"},
-		{"250", "dropped"},
-		{"451 4.7.1 greylisted", "tempfail"},
-		{"554 5.7.1 virus", "rejected"},
-		{"Content Rejected", "rejected"},
-		{"2500 is not a code", "rejected"},
-		{"", "rejected"},
-	} {
-		if got := monitor.MessageStatus(c.in); got != c.want {
-			t.Errorf("MessageStatus(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
-}
-
-func FuzzMessageStatus(f *testing.F) {
-	for _, s := range []string{"FILTERED", "filter-error", "250 ok", "451", "554 5.7.1 x", "Content Rejected", "", "2", "\x00\xff", "too_big"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		got := monitor.MessageStatus(s)
-		if !slices.Contains(monitor.Statuses, got) {
-			t.Fatalf("MessageStatus(%q) = %q, not one of the statuses", s, got)
-		}
-		if again := monitor.MessageStatus(got); again != got {
-			t.Fatalf("MessageStatus(%q) = %q, then %q", s, got, again)
-		}
-	})
-}
-
 func ExampleStart() {
 	reg := monitor.NewRegistry()
 	metrics := monitor.NewWorkerMetrics(reg)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/smtptest"
 	"github.com/sluice-mail/sluice/internal/upstream"
-	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
 // stallPipeline accepts every message with a deadline; the copy to
@@ -29,7 +28,7 @@ func (p *stallPipeline) Filter(ctx context.Context, e *Envelope, body io.Reader)
 	now := time.Now()
 	p.dot <- now
 	return &Message{ID: "m1", Received: now, Deadline: now.Add(p.jobTimeout),
-		Verdict: &sluicev1.Verdict{MessageId: "m1", Action: sluicev1.Verdict_ACTION_ACCEPT}}, nil
+		Verdict: &Verdict{Action: ActionAccept}}, nil
 }
 
 func (p *stallPipeline) Open(ctx context.Context, m *Message) (io.ReadCloser, error) {

@@ -13,7 +13,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -26,7 +25,6 @@ import (
 	"github.com/sluice-mail/sluice/internal/header"
 	"github.com/sluice-mail/sluice/internal/upstream"
 	"github.com/sluice-mail/sluice/internal/wire"
-	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
 // Config is what a session needs of the edge's configuration.
@@ -56,10 +54,9 @@ type Config struct {
 	// (one of the Limit* names).
 	OnLimit func(limit string)
 
-	// OnMessage, if set, is called with the status of every DATA attempt
-	// as logged (FILTERED, REJECTED, ...; CLIENT-GONE for a client that
-	// vanished mid-DATA, which proxsmtpd logs as FILTER-ERROR).
-	OnMessage func(status string)
+	// OnMessage, if set, is called with the outcome of every DATA
+	// attempt.
+	OnMessage func(Kind)
 }
 
 // Limits that end a command or a session, as passed to OnLimit.
@@ -90,7 +87,7 @@ type Message struct {
 	ID       string
 	Received time.Time
 	Size     int64
-	Verdict  *sluicev1.Verdict
+	Verdict  *Verdict
 	// Deadline is the final dot plus job_timeout: reading the copy to
 	// deliver ends by then too. Zero: no deadline.
 	Deadline time.Time
@@ -137,14 +134,27 @@ const (
 	replyTempFail     = "451 4.3.0 Temporary failure, please try again later"
 	replyLocalError   = "451 Local Error: delivery to the next hop failed"
 	replyBadVerdict   = "451 Local Error"
-	replyUpstreamGone = "421 4.4.2 %s Lost connection to the next hop"
-	replyIdle         = "421 4.4.2 %s Error: timeout exceeded"
-	replyCmdDeadline  = "421 4.4.2 %s Error: command deadline exceeded"
-	replyDataDeadline = "421 4.4.2 %s Error: data deadline exceeded"
-	replyTooManyErrs  = "421 4.7.0 %s Error: too many errors"
-	replyShutdown     = "421 4.3.2 %s Service shutting down, please try again later"
-	replyUnreachable  = "421 4.4.1 %s Next hop unavailable, please try again later"
 )
+
+// closing is a 421 that ends the session. It names the edge after the
+// enhanced status code, as Postfix's do.
+type closing struct{ enhanced, text string }
+
+var (
+	closeUpstreamGone = closing{"4.4.2", "Lost connection to the next hop"}
+	closeIdle         = closing{"4.4.2", "Error: timeout exceeded"}
+	closeCmdDeadline  = closing{"4.4.2", "Error: command deadline exceeded"}
+	closeDataDeadline = closing{"4.4.2", "Error: data deadline exceeded"}
+	closeTooManyErrs  = closing{"4.7.0", "Error: too many errors"}
+	closeShutdown     = closing{"4.3.2", "Service shutting down, please try again later"}
+	closeUnreachable  = closing{"4.4.1", "Next hop unavailable, please try again later"}
+	closePanic        = closing{"4.3.0", "Error: internal error"}
+)
+
+// closingReply is c's reply line for this edge.
+func (s *Session) closingReply(c closing) string {
+	return "421 " + c.enhanced + " " + s.cfg.Hostname + " " + c.text
+}
 
 // Session is one client connection.
 type Session struct {
@@ -297,7 +307,7 @@ var errStop = errors.New("session over")
 func (s *Session) Serve(ctx context.Context) {
 	defer s.closeClient()
 	if s.up == nil {
-		s.reply(fmt.Sprintf(replyUnreachable, s.cfg.Hostname))
+		s.reply(s.closingReply(closeUnreachable))
 		return
 	}
 	defer s.up.Close()
@@ -315,7 +325,7 @@ func (s *Session) greet() error {
 	rep, err := s.up.ReadReply()
 	if err != nil {
 		s.log.Warn("upstream did not greet", "err", err)
-		s.reply(fmt.Sprintf(replyUnreachable, s.cfg.Hostname))
+		s.reply(s.closingReply(closeUnreachable))
 		return errStop
 	}
 	if rep.Code == 220 {
@@ -329,7 +339,7 @@ func (s *Session) greet() error {
 			return errStop
 		}
 		// B2: the edge speaks for itself once the upstream is ready.
-		return s.reply(fmt.Sprintf("220 %s ESMTP", s.cfg.Hostname))
+		return s.reply("220 " + s.cfg.Hostname + " ESMTP")
 	}
 	// B3: any other greeting (554 and such) reaches the client as it is;
 	// the client may still QUIT politely.
@@ -380,7 +390,7 @@ func (s *Session) limit(name string) {
 // ends the session: without its upstream it cannot go on.
 func (s *Session) upstreamLost(err error) error {
 	s.log.Warn("upstream connection lost", "err", err)
-	s.reply(fmt.Sprintf(replyUpstreamGone, s.cfg.Hostname))
+	s.reply(s.closingReply(closeUpstreamGone))
 	return errStop
 }
 
@@ -400,7 +410,7 @@ func (s *Session) next(ctx context.Context) error {
 	s.idle.Store(!s.txn.open())
 	if s.draining.Load() && (!s.txn.open() || s.stopped.Load()) {
 		s.idle.Store(false)
-		s.reply(fmt.Sprintf(replyShutdown, s.cfg.Hostname))
+		s.reply(s.closingReply(closeShutdown))
 		s.up.Quit()
 		return errStop
 	}
@@ -410,7 +420,7 @@ func (s *Session) next(ctx context.Context) error {
 		s.idle.Store(false)
 		s.log.Warn("too many errors", "errors", s.errors)
 		s.limit(LimitHardErrors)
-		s.reply(fmt.Sprintf(replyTooManyErrs, s.cfg.Hostname))
+		s.reply(s.closingReply(closeTooManyErrs))
 		s.up.Quit()
 		return errStop
 	}
@@ -436,12 +446,12 @@ func (s *Session) next(ctx context.Context) error {
 	case errors.Is(err, errDeadline):
 		s.log.Info("client exceeded the command deadline", "deadline", s.cfg.CommandDeadline)
 		s.limit(LimitCommandDeadline)
-		s.reply(fmt.Sprintf(replyCmdDeadline, s.cfg.Hostname))
+		s.reply(s.closingReply(closeCmdDeadline))
 		s.up.Quit()
 		return errStop
 	case isTimeout(err):
 		s.log.Info("client idle timeout")
-		s.reply(fmt.Sprintf(replyIdle, s.cfg.Hostname))
+		s.reply(s.closingReply(closeIdle))
 		s.up.Quit()
 		return errStop
 	default:
@@ -757,56 +767,12 @@ func (s *Session) envelope() *Envelope {
 	}
 }
 
-// maxLoggedRecipients bounds the recipients named in a summary line: a
-// thousand of them would make a line of a quarter megabyte, which syslog
-// cuts anyway. The job record in the store has them all.
-const maxLoggedRecipients = 50
-
-// logMessage writes the one summary line per DATA attempt (proxsmtpd's
-// "client=..., from=..., to=..., status=...").
-func (s *Session) logMessage(m *Message, status string, attrs ...any) {
-	s.logMessageAs(m, status, status, attrs...)
-}
-
-// logMessageAs is logMessage with a status for OnMessage that differs
-// from the logged one.
-func (s *Session) logMessageAs(m *Message, status, counted string, attrs ...any) {
-	if s.cfg.OnMessage != nil {
-		s.cfg.OnMessage(counted)
-	}
-	args := make([]any, 0, 8+2*len(s.txn.recipients)+len(attrs))
-	if m != nil {
-		args = append(args, "id", m.ID)
-	}
-	if s.txn.sender != nil {
-		args = append(args, "from", *s.txn.sender)
-	}
-	for i, r := range s.txn.recipients {
-		if i == maxLoggedRecipients {
-			args = append(args, "to_more", len(s.txn.recipients)-i)
-			break
-		}
-		args = append(args, "to", r)
-	}
-	if status != "" {
-		args = append(args, "status", status)
-	}
-	args = append(args, attrs...)
-	s.log.Info("message", args...)
-}
-
 // data handles DATA: checks, then the skip path or the filtered path.
 func (s *Session) data(ctx context.Context) error {
 	if s.rejectAll() {
 		// B44: refused, and the upstream's transaction reset.
-		err := s.reply(s.cfg.FilterReject)
-		s.up.Command("RSET")
-		s.logMessage(nil, "REJECTED")
-		s.txn.reset()
-		if s.up.Err() != nil {
-			return errStop
-		}
-		return err
+		defer s.txn.reset()
+		return s.conclude(nil, Outcome{Kind: Rejected, Reply: s.cfg.FilterReject, reset: true})
 	}
 	if s.cfg.SkipAuthenticated && s.authenticated {
 		return s.skip()
@@ -863,25 +829,46 @@ func (s *Session) filtered(ctx context.Context) error {
 		}
 	}
 	s.client.clearBudget()
-	switch {
-	case errors.Is(body.err, errDeadline):
-		return s.dataDeadline(m, body.err)
-	case body.err != nil && body.err != io.EOF && !refusable(body.err):
-		// B28: the client went away mid-DATA; nothing to answer, unless
-		// Stop cut it short (COMPAT 7: 421, not a silent close).
-		s.logMessageAs(m, "FILTER-ERROR", "CLIENT-GONE", "err", body.err)
-		s.up.Command("RSET")
-		s.stoppedReply()
-		return errStop
-	case refusable(body.err):
-		return s.refuseBody(m, body.err)
-	case err != nil:
-		s.up.Command("RSET")
-		s.logMessage(m, "FILTER-ERROR", "err", err, "duration", time.Since(start).Round(time.Millisecond))
-		return s.afterRefusal(s.reply(replyTempFail))
+	if o, ok := s.bodyOutcome(body.err); ok {
+		return s.conclude(m, o)
+	}
+	if err != nil {
+		return s.conclude(m, Outcome{Kind: TempFailed, Reply: replyTempFail, reset: true,
+			Attrs: []any{"err", err, "duration", since(start)}})
 	}
 	return s.act(ctx, m, start)
 }
+
+// bodyOutcome is the outcome of a message that was not received whole,
+// given why reading it stopped; ok is false when it was.
+func (s *Session) bodyOutcome(err error) (o Outcome, ok bool) {
+	switch {
+	case err == nil || err == io.EOF:
+		return Outcome{}, false
+	case errors.Is(err, errDeadline):
+		return s.deadlineOutcome(err), true
+	case refusable(err):
+		k, reply := refusal(err)
+		o = Outcome{Kind: k, Reply: reply, reset: true}
+		if k == TooBig {
+			o.Attrs = []any{"limit", s.cfg.MaxMessageSize}
+		}
+		return o, true
+	}
+	// B28: the client went away mid-DATA; nothing to answer, unless Stop
+	// cut it short (COMPAT 7: 421, not a silent close).
+	return Outcome{Kind: ClientGone, Reply: s.stoppedReply(), reset: true, end: true, Attrs: []any{"err", err}}, true
+}
+
+// deadlineOutcome ends a session whose client took longer than
+// DataDeadline (extended by DataMinRate) to send its message.
+func (s *Session) deadlineOutcome(err error) Outcome {
+	return Outcome{Kind: Deadline, Reply: s.closingReply(closeDataDeadline), end: true,
+		Attrs: []any{"err", err, "deadline", s.cfg.DataDeadline, "min_rate", s.cfg.DataMinRate}}
+}
+
+// since is the time since start, as the summary line shows it.
+func since(start time.Time) time.Duration { return time.Since(start).Round(time.Millisecond) }
 
 // dataReader reads the message the client sends after 354.
 func (s *Session) dataReader() *wire.DataReader {
@@ -898,105 +885,50 @@ func refusable(err error) bool {
 	return errors.Is(err, wire.ErrTooBig) || errors.Is(err, wire.ErrBareLineEnding) || errors.Is(err, wire.ErrNUL)
 }
 
-// refuseBody answers a message refused for what it holds, the upstream's
-// transaction reset.
-func (s *Session) refuseBody(m *Message, err error) error {
-	s.up.Command("RSET")
+// refusal is the outcome and reply for a message refused for what it
+// holds (a refusable error).
+func refusal(err error) (Kind, string) {
 	switch {
 	case errors.Is(err, wire.ErrTooBig):
-		s.logMessage(m, "TOO-BIG", "limit", s.cfg.MaxMessageSize)
-		return s.afterRefusal(s.reply(replyTooBig))
+		return TooBig, replyTooBig
 	case errors.Is(err, wire.ErrNUL):
-		s.logMessage(m, "NUL-BYTE")
-		return s.afterRefusal(s.reply(replyNUL))
+		return NULByte, replyNUL
 	}
-	s.logMessage(m, "BARE-LINE-ENDING")
-	return s.afterRefusal(s.reply(replyBare))
+	return BareLineEnding, replyBare
 }
 
-// dataDeadline ends a session whose client took longer than DataDeadline
-// (extended by DataMinRate) to send its message.
-func (s *Session) dataDeadline(m *Message, err error) error {
-	s.logMessage(m, "DEADLINE", "err", err, "deadline", s.cfg.DataDeadline, "min_rate", s.cfg.DataMinRate)
-	s.limit(LimitDataDeadline)
-	s.reply(fmt.Sprintf(replyDataDeadline, s.cfg.Hostname))
-	s.up.Quit()
-	return errStop
-}
-
-// stoppedReply tells a client whose message Stop cut short that the edge
-// is shutting down.
-func (s *Session) stoppedReply() {
+// stoppedReply is the reply for a client whose message Stop cut short:
+// the edge is shutting down. "" when Stop did not.
+func (s *Session) stoppedReply() string {
 	if s.stopped.Load() && s.client.interrupted() {
-		s.reply(fmt.Sprintf(replyShutdown, s.cfg.Hostname))
+		return s.closingReply(closeShutdown)
 	}
-}
-
-// afterRefusal ends the session if the upstream failed while the
-// transaction was being reset.
-func (s *Session) afterRefusal(err error) error {
-	if err != nil || s.up.Err() != nil {
-		return errStop
-	}
-	return nil
+	return ""
 }
 
 // act carries out a verdict.
 func (s *Session) act(ctx context.Context, m *Message, start time.Time) error {
 	v := m.Verdict
-	reply, ok := verdictReply(v)
+	reply, ok := v.reply()
 	if !ok {
-		s.up.Command("RSET")
-		s.logMessage(m, "FILTER-ERROR", "err", "malformed verdict", "action", v.GetAction().String(), "reply", v.GetReply())
-		return s.afterRefusal(s.reply(replyBadVerdict))
-	}
-	if v.Action != sluicev1.Verdict_ACTION_ACCEPT {
-		// B34: the upstream never sees DATA; its transaction is reset.
-		s.up.Command("RSET")
-		s.logMessage(m, v.Status, "reply", reply, "detail", v.Detail, "duration", time.Since(start).Round(time.Millisecond))
-		if v.Action == sluicev1.Verdict_ACTION_DROP {
-			s.errors = 0 // as good as delivered, for the sender
+		if v == nil {
+			v = &Verdict{}
 		}
-		return s.afterRefusal(s.reply(reply))
+		return s.conclude(m, Outcome{Kind: TempFailed, Reply: replyBadVerdict, reset: true,
+			Attrs: []any{"err", "malformed verdict", "action", v.Action.String(), "reply", v.Reply}})
+	}
+	if v.Action != ActionAccept {
+		// B34: the upstream never sees DATA; its transaction is reset.
+		o := verdictOutcome(v, reply)
+		o.Attrs = append(o.Attrs, "duration", since(start))
+		return s.conclude(m, o)
 	}
 	return s.deliver(ctx, m, start)
-}
-
-// verdictReply checks the reply of a verdict against its action: a worker
-// is another process, possibly another version; nothing it says reaches
-// the client unless it is one well-formed reply line of the right class.
-func verdictReply(v *sluicev1.Verdict) (string, bool) {
-	if v == nil {
-		return "", false
-	}
-	want := 0
-	switch v.Action {
-	case sluicev1.Verdict_ACTION_ACCEPT:
-		return "", true
-	case sluicev1.Verdict_ACTION_DROP:
-		want = 2
-	case sluicev1.Verdict_ACTION_REJECT:
-		want = -1 // 4 or 5
-	case sluicev1.Verdict_ACTION_TEMPFAIL:
-		want = 4
-	default:
-		return "", false
-	}
-	rep, err := wire.ParseReply(v.Reply)
-	if err != nil || len(rep.Lines) != 1 || strings.HasPrefix(rep.Lines[0][3:], "-") {
-		return "", false
-	}
-	c := rep.Class()
-	if (want == -1 && c != 4 && c != 5) || (want > 0 && c != want) {
-		return "", false
-	}
-	return rep.Lines[0], true
 }
 
 // deliver opens the upstream's DATA phase and sends the filtered message
 // with the configured Header (B37).
 func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) error {
-	v := m.Verdict
 	if !m.Deadline.IsZero() {
 		// The sender stops waiting at the deadline: a store that hangs
 		// while the copy is opened or read must not make the edge deliver
@@ -1008,28 +940,23 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 	// Open first: once the upstream said 354 there is no clean way back.
 	rc, err := s.pipe.Open(ctx, m)
 	if err != nil {
-		s.up.Command("RSET")
-		s.logMessage(m, "FILTER-ERROR", "err", err)
-		return s.afterRefusal(s.reply(replyTempFail))
+		return s.conclude(m, Outcome{Kind: TempFailed, Reply: replyTempFail, reset: true, Attrs: []any{"err", err}})
 	}
 	defer rc.Close()
 	rep, err := s.up.Command("DATA")
 	if err != nil {
-		s.logMessage(m, "UPSTREAM-ERROR", "err", err)
-		s.reply(replyLocalError) // B38
-		return errStop
+		// B38
+		return s.conclude(m, Outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}})
 	}
 	if rep.Code != 354 {
 		if c := rep.Class(); c != 4 && c != 5 {
 			// Neither "go ahead" nor a refusal: the upstream did not take
 			// the message and its state is unknown. Never a 2xx for a
 			// message nobody took (the failure rule).
-			s.logMessage(m, "UPSTREAM-ERROR", "reply", rep.String())
-			s.reply(replyLocalError)
-			return errStop
+			return s.conclude(m, Outcome{Kind: UpstreamError, Reply: replyLocalError, end: true,
+				Attrs: []any{"reply", rep.String()}})
 		}
-		s.logMessage(m, "UPSTREAM-REFUSED", "reply", rep.Lines[len(rep.Lines)-1])
-		return s.relay(rep)
+		return s.conclude(m, Outcome{Kind: UpstreamRefused, relayed: &rep, Attrs: []any{"reply", lastLine(rep)}})
 	}
 	var o wire.DataWriterOptions
 	if !s.cfg.Header.IsZero() {
@@ -1041,25 +968,29 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 		// Either the store failed mid-message or the upstream did: in both
 		// cases the upstream transaction is gone, and so is the session
 		// (B39: exactly one reply).
-		var se *upstream.ErrSource
-		if errors.As(err, &se) {
-			s.logMessage(m, "FILTER-ERROR", "err", err)
-			s.reply(replyTempFail)
-		} else {
-			s.logMessage(m, "UPSTREAM-ERROR", "err", err)
-			s.reply(replyLocalError)
-		}
-		return errStop
+		return s.conclude(m, sendFailure(err))
 	}
-	status := v.Status
+	done := Outcome{Kind: Delivered, Status: m.Verdict.Status, relayed: &rep,
+		Attrs: []any{"size", n, "reply", lastLine(rep), "duration", since(start)}}
 	if rep.Class() != 2 {
-		status = "UPSTREAM-REFUSED" // B38: never FILTERED for refused mail
-	} else {
-		s.errors = 0 // a client that delivers mail is not probing (Postfix does the same)
+		done.Kind, done.Status = UpstreamRefused, "" // B38: never FILTERED for refused mail
 	}
-	s.logMessage(m, status, "size", n, "reply", rep.Lines[len(rep.Lines)-1], "duration", time.Since(start).Round(time.Millisecond))
-	return s.relay(rep)
+	return s.conclude(m, done)
 }
+
+// sendFailure is the outcome of a message the upstream did not get whole:
+// the copy to deliver could not be read (4xx, as any store failure), or
+// the upstream failed.
+func sendFailure(err error) Outcome {
+	var se *upstream.ErrSource
+	if errors.As(err, &se) {
+		return Outcome{Kind: TempFailed, Reply: replyTempFail, end: true, Attrs: []any{"err", err}}
+	}
+	return Outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}}
+}
+
+// lastLine is a reply's last line, for the summary line.
+func lastLine(rep wire.Reply) string { return rep.Lines[len(rep.Lines)-1] }
 
 // skip relays DATA of an authenticated client straight to the upstream
 // (Skip: authenticated, B49), still enforcing the end-of-data rules.
@@ -1076,35 +1007,20 @@ func (s *Session) skip() error {
 	s.client.setBudget(s.cfg.DataDeadline, s.cfg.DataMinRate)
 	defer s.client.clearBudget()
 	n, rep, err := s.up.SendData(dr, wire.DataWriterOptions{})
-	if err != nil {
-		var se *upstream.ErrSource
-		if !errors.As(err, &se) {
-			s.logMessage(nil, "UPSTREAM-ERROR", "err", err)
-			dr.Discard()
-			s.reply(replyLocalError)
-			return errStop
-		}
-		// The upstream transaction was aborted by closing its connection.
-		if errors.Is(se.Err, errDeadline) {
-			return s.dataDeadline(nil, se.Err)
-		}
-		s.logMessage(nil, "SKIPPED", "err", se.Err)
-		s.stoppedReply()
-		if refusable(se.Err) && dr.Discard() == nil {
-			switch {
-			case errors.Is(se.Err, wire.ErrTooBig):
-				s.reply(replyTooBig)
-			case errors.Is(se.Err, wire.ErrNUL):
-				s.reply(replyNUL)
-			default:
-				s.reply(replyBare)
-			}
-		}
-		return errStop
+	var se *upstream.ErrSource
+	switch {
+	case err == nil:
+		return s.conclude(nil, Outcome{Kind: Skipped, relayed: &rep, Attrs: []any{"size", n, "reply", lastLine(rep)}})
+	case !errors.As(err, &se):
+		dr.Discard()
+		return s.conclude(nil, Outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}})
+	case errors.Is(se.Err, errDeadline):
+		return s.conclude(nil, s.deadlineOutcome(se.Err))
 	}
-	s.logMessage(nil, "SKIPPED", "size", n, "reply", rep.Lines[len(rep.Lines)-1])
-	if rep.Class() == 2 {
-		s.errors = 0
+	// The upstream transaction was aborted by closing its connection.
+	o := Outcome{Kind: Skipped, Reply: s.stoppedReply(), end: true, Attrs: []any{"err", se.Err}}
+	if refusable(se.Err) && dr.Discard() == nil {
+		_, o.Reply = refusal(se.Err)
 	}
-	return s.relay(rep)
+	return s.conclude(nil, o)
 }
