@@ -56,6 +56,11 @@ type Edge struct {
 	bgStop      context.CancelFunc
 	bg          sync.WaitGroup
 
+	// sessionCtx is every session's context; Shutdown cancels it with
+	// stopSessions once the drain period is over.
+	sessionCtx   context.Context
+	stopSessions context.CancelFunc
+
 	mu       sync.Mutex
 	sessions map[*session.Session]struct{}
 	perIP    map[netip.Addr]int // sessions per client address, for max_connections_per_client
@@ -70,6 +75,7 @@ type Edge struct {
 // the store and (in the single-process default) the workers are ready.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, error) {
 	e := &Edge{cfg: cfg, log: log, sessions: map[*session.Session]struct{}{}, perIP: map[netip.Addr]int{}}
+	e.sessionCtx, e.stopSessions = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
@@ -120,6 +126,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 	}
 	e.scfg.OnMessage = func(k session.Kind) { e.metrics.Message(k.String()) }
 	e.scfg.OnLimit = e.metrics.Limit
+	e.scfg.OnPanic = e.metrics.SessionPanic
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -401,7 +408,9 @@ func (e *Edge) serve(c net.Conn) {
 	id := strings.ToUpper(strconv.FormatUint(uint64(0x100000+e.connID.Add(1)-1), 16))
 	log := e.log.With("conn", id)
 	log.Info("accepted connection", "client", c.RemoteAddr().String())
-	ctx, cancel := context.WithCancel(context.Background())
+	// Shutdown cancels ctx when the drain period is over: the dial, the
+	// session (Stop) and its pipeline all end with it.
+	ctx, cancel := context.WithCancel(e.sessionCtx)
 	defer cancel()
 
 	// B1: the upstream first; the client is greeted only once it greeted.
@@ -415,7 +424,7 @@ func (e *Edge) serve(c net.Conn) {
 	s := session.New(&e.scfg, e.pipe, e.log, id, c, up)
 	e.mu.Lock()
 	if e.closing.Load() {
-		s.Stop()
+		s.Drain() // Shutdown's Drain loop has passed this one
 	}
 	e.sessions[s] = struct{}{}
 	e.mu.Unlock()
@@ -493,13 +502,10 @@ func (e *Edge) Shutdown(ctx context.Context) {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		e.mu.Lock()
-		for s := range e.sessions {
-			s.Stop()
-		}
-		e.mu.Unlock()
+		e.stopSessions()
 		<-done
 	}
+	e.stopSessions() // all ended: releases the context
 	e.closeBackends()
 	if e.natsDir != "" {
 		// The embedded stream only ever holds jobs whose sessions are now

@@ -48,3 +48,15 @@ func TestRecipientLimitMustFitAJob(t *testing.T) {
 		t.Errorf("100000 recipients against 64 MiB: %v", err)
 	}
 }
+
+// Every outcome the session reports has its value of the metric's label.
+func TestOutcomesCounted(t *testing.T) {
+	for _, k := range session.Kinds() {
+		if !slices.Contains(monitor.Statuses, k.String()) {
+			t.Errorf("%v is not in monitor.Statuses", k)
+		}
+	}
+	if len(session.Kinds()) != len(monitor.Statuses) {
+		t.Errorf("%d outcomes, %d statuses", len(session.Kinds()), len(monitor.Statuses))
+	}
+}

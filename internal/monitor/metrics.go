@@ -188,6 +188,7 @@ type EdgeMetrics struct {
 	connections *prometheus.CounterVec
 	limits      *prometheus.CounterVec
 	messages    *prometheus.CounterVec
+	panics      prometheus.Counter
 	verdictWait prometheus.Histogram
 	size        prometheus.Histogram
 }
@@ -211,6 +212,10 @@ func NewEdgeMetrics(reg prometheus.Registerer) *EdgeMetrics {
 			Name: "sluice_edge_messages_total",
 			Help: "Messages (DATA attempts), by how they ended.",
 		}, []string{"status"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_edge_session_panics_total",
+			Help: "Sessions ended by a panic, each answered 421 and logged with its stack; any is a bug.",
+		}),
 		verdictWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sluice_edge_verdict_wait_seconds",
 			Help:    "Time from publishing a filter job to receiving its verdict.",
@@ -222,7 +227,7 @@ func NewEdgeMetrics(reg prometheus.Registerer) *EdgeMetrics {
 			Buckets: sizeBuckets,
 		}),
 	}
-	reg.MustRegister(m.sessions, m.connections, m.limits, m.messages, m.verdictWait, m.size)
+	reg.MustRegister(m.sessions, m.connections, m.limits, m.messages, m.panics, m.verdictWait, m.size)
 	for _, r := range []string{ConnAccepted, ConnBusy, ConnPerClient, ConnUpstreamUnreachable} {
 		m.connections.WithLabelValues(r)
 	}
@@ -278,6 +283,14 @@ func (m *EdgeMetrics) Message(status string) {
 		return
 	}
 	m.messages.WithLabelValues(status).Inc()
+}
+
+// SessionPanic counts a session that recovered from a panic.
+func (m *EdgeMetrics) SessionPanic() {
+	if m == nil {
+		return
+	}
+	m.panics.Inc()
 }
 
 // VerdictWait records how long a verdict took to come back.

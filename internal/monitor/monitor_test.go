@@ -406,10 +406,12 @@ func TestEdgeMetrics(t *testing.T) {
 	m.Connection(monitor.ConnAccepted)
 	m.Connection(monitor.ConnBusy)
 	m.Connection("made up") // ignored: the label keeps its fixed values
-	m.Message("FILTERED")
-	m.Message("550 5.7.1 virus found")
-	m.Message("Content Rejected")
-	m.Message("UPSTREAM-REFUSED")
+	m.Message(monitor.StatusFiltered)
+	m.Message(monitor.StatusRejected)
+	m.Message(monitor.StatusRejected)
+	m.Message(monitor.StatusUpstreamRefused)
+	m.Message("550 5.7.1 made up") // ignored: the label keeps its fixed values
+	m.SessionPanic()
 	m.VerdictWait(1500 * time.Millisecond)
 	m.MessageSize(5000)
 	for series, want := range map[string]string{
@@ -420,6 +422,7 @@ func TestEdgeMetrics(t *testing.T) {
 		`sluice_edge_messages_total{status="filtered"}`:                "1",
 		`sluice_edge_messages_total{status="rejected"}`:                "2",
 		`sluice_edge_messages_total{status="upstream_refused"}`:        "1",
+		"sluice_edge_session_panics_total":                             "1",
 		"sluice_edge_verdict_wait_seconds_sum":                         "1.5",
 		`sluice_edge_verdict_wait_seconds_bucket{le="1"}`:              "0",
 		`sluice_edge_verdict_wait_seconds_bucket{le="2.5"}`:            "1",
@@ -438,6 +441,7 @@ func TestEdgeMetrics(t *testing.T) {
 	// Nil metrics count nothing and do not panic.
 	var nm *monitor.EdgeMetrics
 	nm.SessionStarted()
+	nm.SessionPanic()
 	nm.SessionEnded()
 	nm.Connection(monitor.ConnBusy)
 	nm.Message("FILTERED")

@@ -13,10 +13,12 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -57,6 +59,9 @@ type Config struct {
 	// OnMessage, if set, is called with the outcome of every DATA
 	// attempt.
 	OnMessage func(Kind)
+
+	// OnPanic, if set, is called when a session recovers from a panic.
+	OnPanic func()
 }
 
 // Limits that end a command or a session, as passed to OnLimit.
@@ -154,6 +159,15 @@ var (
 // closingReply is c's reply line for this edge.
 func (s *Session) closingReply(c closing) string {
 	return "421 " + c.enhanced + " " + s.cfg.Hostname + " " + c.text
+}
+
+// upstreamClosing is the reply when the upstream failed: c, unless Stop
+// interrupted it, which is the edge shutting down.
+func (s *Session) upstreamClosing(c closing) string {
+	if s.stopped.Load() {
+		c = closeShutdown
+	}
+	return s.closingReply(c)
 }
 
 // Session is one client connection.
@@ -256,12 +270,17 @@ func (s *Session) Drain() {
 	}
 }
 
-// Stop ends the session at once: the next read fails, and the client gets
-// a 421 if the session is between commands.
+// Stop ends the session at once: the next read fails on either side, and
+// the client gets a 421 if the session is between commands or waits for
+// the upstream. Only a reply to a message already sent upstream is still
+// waited for (TimeOut at most): see upstream.Conn.Interrupt.
 func (s *Session) Stop() {
 	s.draining.Store(true)
 	s.stopped.Store(true)
 	s.client.interrupt()
+	if s.up != nil {
+		s.up.Interrupt()
+	}
 }
 
 // closeClient ends the client connection with a FIN, not a reset: closing
@@ -311,6 +330,7 @@ func (s *Session) Serve(ctx context.Context) {
 		return
 	}
 	defer s.up.Close()
+	defer s.recoverPanic()
 	if err := s.greet(); err != nil {
 		return
 	}
@@ -321,11 +341,28 @@ func (s *Session) Serve(ctx context.Context) {
 	}
 }
 
+// recoverPanic contains a panic to its session: the client gets a 421,
+// the log the stack, and every other session goes on. The upstream's
+// transaction, if any, ends without a final dot when its connection
+// closes.
+func (s *Session) recoverPanic() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.log.Error("session panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	if s.cfg.OnPanic != nil {
+		s.cfg.OnPanic()
+	}
+	s.cw.Reset(s.client) // whatever half a reply it held
+	s.reply(s.closingReply(closePanic))
+}
+
 func (s *Session) greet() error {
 	rep, err := s.up.ReadReply()
 	if err != nil {
 		s.log.Warn("upstream did not greet", "err", err)
-		s.reply(s.closingReply(closeUnreachable))
+		s.reply(s.upstreamClosing(closeUnreachable))
 		return errStop
 	}
 	if rep.Code == 220 {
@@ -390,7 +427,7 @@ func (s *Session) limit(name string) {
 // ends the session: without its upstream it cannot go on.
 func (s *Session) upstreamLost(err error) error {
 	s.log.Warn("upstream connection lost", "err", err)
-	s.reply(s.closingReply(closeUpstreamGone))
+	s.reply(s.upstreamClosing(closeUpstreamGone))
 	return errStop
 }
 

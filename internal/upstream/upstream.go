@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-mail/sluice/internal/wire"
@@ -24,6 +25,9 @@ import (
 // ErrClosed is returned once the connection failed or was closed; the
 // session must then end.
 var ErrClosed = errors.New("upstream: connection closed")
+
+// ErrInterrupted is returned by reads and writes after Interrupt.
+var ErrInterrupted = errors.New("upstream: interrupted")
 
 // Conn is one connection to the upstream server. It is used by one session
 // goroutine at a time; KeepAlive hands it to a helper goroutine until
@@ -37,6 +41,12 @@ type Conn struct {
 	mu       sync.Mutex // held while a command is in flight
 	lastUsed time.Time
 	err      error // first I/O error: the connection is unusable after it
+
+	// Interrupt's state. imu orders Interrupt against the deadline each
+	// read and write sets, so that one of the two always sees the other.
+	imu      sync.Mutex
+	intr     bool
+	awaiting atomic.Bool // the final dot is sent: the reply decides whether the message was taken
 }
 
 // Dial connects to network/address within timeout.
@@ -56,21 +66,53 @@ func Dial(ctx context.Context, network, address string, timeout time.Duration) (
 	return c, nil
 }
 
-// deadlineConn applies the TimeOut setting to every read and write.
+// deadlineConn applies the TimeOut setting to every read and write, and
+// fails them once the connection is interrupted.
 type deadlineConn struct{ c *Conn }
 
 func (d deadlineConn) Read(p []byte) (int, error) {
-	if d.c.timeout > 0 {
-		_ = d.c.nc.SetReadDeadline(time.Now().Add(d.c.timeout))
+	if err := d.c.arm(d.c.nc.SetReadDeadline); err != nil {
+		return 0, err
 	}
 	return d.c.nc.Read(p)
 }
 
 func (d deadlineConn) Write(p []byte) (int, error) {
-	if d.c.timeout > 0 {
-		_ = d.c.nc.SetWriteDeadline(time.Now().Add(d.c.timeout))
+	if err := d.c.arm(d.c.nc.SetWriteDeadline); err != nil {
+		return 0, err
 	}
 	return d.c.nc.Write(p)
+}
+
+// arm sets the deadline of the next read or write, unless the connection
+// was interrupted.
+func (c *Conn) arm(set func(time.Time) error) error {
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	if c.intr && !c.awaiting.Load() {
+		return ErrInterrupted
+	}
+	var t time.Time
+	if c.timeout > 0 {
+		t = time.Now().Add(c.timeout)
+	}
+	_ = set(t)
+	return nil
+}
+
+// Interrupt makes the read or write in progress, and every one after it,
+// fail at once, so that a session can be stopped whatever the upstream
+// does: a dial, a greeting or a reply it never sends is bounded by
+// TimeOut otherwise. The one wait it leaves alone is for the reply to a
+// message whose final dot was sent: the upstream may have taken it, and
+// a client told otherwise would send it again.
+func (c *Conn) Interrupt() {
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	c.intr = true
+	if !c.awaiting.Load() {
+		_ = c.nc.SetDeadline(time.Now())
+	}
 }
 
 // RemoteIP is the upstream's IP address (the filter's SERVER), or "" for
@@ -169,6 +211,10 @@ func (c *Conn) SendData(r io.Reader, o wire.DataWriterOptions) (int64, wire.Repl
 	if err := c.w.Flush(); err != nil {
 		return n, wire.Reply{}, c.fail(fmt.Errorf("upstream: sending message: %w", err))
 	}
+	c.imu.Lock()
+	c.awaiting.Store(true)
+	c.imu.Unlock()
+	defer c.awaiting.Store(false)
 	rep, err := c.readReply()
 	return n, rep, err
 }
@@ -236,7 +282,12 @@ func (c *Conn) Close() error {
 }
 
 // Quit sends QUIT with a short timeout, ignoring the reply, and closes.
+// It is polite even after Interrupt: the 5 s bound is short enough for a
+// stopping session.
 func (c *Conn) Quit() {
+	c.imu.Lock()
+	c.intr = false
+	c.imu.Unlock()
 	c.mu.Lock()
 	if c.err == nil {
 		if c.timeout == 0 || c.timeout > 5*time.Second {
