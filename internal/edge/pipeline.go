@@ -15,8 +15,8 @@ import (
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
+	"github.com/sluice-mail/sluice/internal/record"
 	"github.com/sluice-mail/sluice/internal/session"
-	"github.com/sluice-mail/sluice/internal/worker"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
@@ -190,7 +190,7 @@ func (p *pipeline) pollRecord(ctx context.Context, job *sluicev1.FilterJob, foun
 		case <-t.C:
 		}
 		lctx, cancel := context.WithTimeout(ctx, every)
-		v, err := worker.LoadRecord(lctx, p.store, job)
+		v, err := record.Load(lctx, p.store, job)
 		cancel()
 		if err == nil {
 			found <- v

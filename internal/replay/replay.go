@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/record"
 	"github.com/sluice-mail/sluice/internal/worker"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
@@ -348,7 +349,7 @@ func (r *runner) one(ctx context.Context, m entry) Result {
 		defer cancel()
 	}
 	res := m.result()
-	rec, err := worker.ReadRecord(ctx, r.store, m.dir+"/"+blob.RecordName)
+	rec, err := record.Read(ctx, r.store, m.dir+"/"+blob.RecordName)
 	if errors.Is(err, blob.ErrNotFound) {
 		return m.skipped(blob.RecordName) // swept, or deleted, since the listing
 	}

@@ -4,23 +4,21 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
+	"github.com/sluice-mail/sluice/internal/record"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
@@ -46,15 +44,6 @@ type Worker struct {
 	records sync.WaitGroup // verdict records still being stored
 }
 
-// DefaultID is "hostname-pid".
-func DefaultID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "worker"
-	}
-	return fmt.Sprintf("%s-%d", host, os.Getpid())
-}
-
 func (w *Worker) log() *slog.Logger {
 	if w.Logger == nil {
 		return slog.New(slog.DiscardHandler)
@@ -72,7 +61,7 @@ func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt ui
 
 	// An earlier attempt finished but its reply or ack was lost: answer
 	// the same again rather than run the filter twice.
-	if v, err := LoadRecord(ctx, w.Store, job); err == nil {
+	if v, err := record.Load(ctx, w.Store, job); err == nil {
 		log.Info("verdict already recorded; not filtering again",
 			"action", v.GetAction(), "status", v.GetStatus(), "by", v.GetWorkerId())
 		w.Metrics.Job(v.GetAction())
@@ -239,67 +228,10 @@ func EnvOf(job *sluicev1.FilterJob) filter.Env {
 	}
 }
 
-// maxRecordSize bounds how much of a stored record Handle reads back.
-const maxRecordSize = 1 << 20
-
-// LoadRecord reads the verdict a worker stored for job, or returns
-// blob.ErrNotFound. A worker checks it before running a redelivered job;
-// an edge whose verdict message was lost (a NATS reconnect) finds the
-// verdict there too.
-func LoadRecord(ctx context.Context, store blob.Store, job *sluicev1.FilterJob) (*sluicev1.Verdict, error) {
-	key := job.GetRecordKey()
-	if key == "" {
-		return nil, blob.ErrNotFound
-	}
-	rec, err := ReadRecord(ctx, store, key)
-	if err != nil {
-		return nil, err
-	}
-	if id := rec.GetJob().GetMessageId(); id != job.GetMessageId() {
-		return nil, fmt.Errorf("verdict record is for message %q", id)
-	}
-	return rec.Verdict, nil
-}
-
-// ReadRecord reads and decodes the verdict record at key, or returns
-// blob.ErrNotFound. The record has a verdict with an action; replay reads
-// the job's envelope from it too.
-func ReadRecord(ctx context.Context, store blob.Store, key string) (*sluicev1.VerdictRecord, error) {
-	rc, err := store.Get(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxRecordSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxRecordSize {
-		return nil, errors.New("verdict record too large")
-	}
-	var rec sluicev1.VerdictRecord
-	if err := protojson.Unmarshal(data, &rec); err != nil {
-		return nil, fmt.Errorf("decode verdict record: %w", err)
-	}
-	if rec.Verdict == nil || rec.Verdict.Action == sluicev1.Verdict_ACTION_UNSPECIFIED {
-		return nil, errors.New("verdict record without a verdict")
-	}
-	return &rec, nil
-}
-
 func (w *Worker) storeRecord(ctx context.Context, job *sluicev1.FilterJob, v *sluicev1.Verdict) error {
-	if job.GetRecordKey() == "" {
-		return errors.New("job has no record key")
-	}
-	data, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(&sluicev1.VerdictRecord{Job: job, Verdict: v})
-	if err != nil {
-		return err
-	}
-	data = append(data, '\n')
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	_, err = w.Store.Put(ctx, job.GetRecordKey(), bytes.NewReader(data), int64(len(data)))
-	return err
+	return record.Write(ctx, w.Store, job, v)
 }
 
 // Run consumes jobs with slots filters at most running at once until ctx

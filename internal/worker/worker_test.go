@@ -94,9 +94,9 @@ func read(t *testing.T, store blob.Store, key string) (string, error) {
 	return string(b), err
 }
 
-// record reads the stored verdict record and checks that it is readable,
+// checkRecord reads the stored verdict record and checks that it is readable,
 // multi-line protojson holding the job and v.
-func record(t *testing.T, store blob.Store, job *sluicev1.FilterJob, v *sluicev1.Verdict) {
+func checkRecord(t *testing.T, store blob.Store, job *sluicev1.FilterJob, v *sluicev1.Verdict) {
 	t.Helper()
 	data, err := read(t, store, job.RecordKey)
 	if err != nil {
@@ -125,7 +125,7 @@ func TestNoFilterCommand(t *testing.T) {
 	if _, err := read(t, store, job.FilteredKey); !errors.Is(err, blob.ErrNotFound) {
 		t.Errorf("a filtered copy was made: %v", err)
 	}
-	record(t, store, job, v)
+	checkRecord(t, store, job, v)
 }
 
 func TestCat(t *testing.T) {
@@ -141,7 +141,7 @@ func TestCat(t *testing.T) {
 	if got, err := read(t, store, job.FilteredKey); err != nil || got != big {
 		t.Errorf("filtered message: %d bytes, %v; want the original", len(got), err)
 	}
-	record(t, store, job, v)
+	checkRecord(t, store, job, v)
 }
 
 func TestFilterSeesEnvelope(t *testing.T) {
@@ -169,7 +169,7 @@ func TestRejectingFilter(t *testing.T) {
 	if _, err := read(t, store, job.FilteredKey); !errors.Is(err, blob.ErrNotFound) {
 		t.Errorf("a rejected message left a filtered copy: %v", err)
 	}
-	record(t, store, job, v)
+	checkRecord(t, store, job, v)
 }
 
 func TestRecordShortCircuit(t *testing.T) {
@@ -220,7 +220,7 @@ func TestStoreFailures(t *testing.T) {
 	job := newJob(t, store, "missing", "")
 	v := handle(t, w, job, 1)
 	check("missing message", v, "not found")
-	record(t, store, job, v)
+	checkRecord(t, store, job, v)
 
 	// The filtered message cannot be stored.
 	job = newJob(t, store, "badput", body)
@@ -298,7 +298,7 @@ func TestDroppingAndFailingFilters(t *testing.T) {
 	if v.Action != sluicev1.Verdict_ACTION_TEMPFAIL || !strings.HasPrefix(v.Reply, "4") || v.ExitCode != -1 {
 		t.Errorf("killed: verdict %v", v)
 	}
-	record(t, store, job, v)
+	checkRecord(t, store, job, v)
 }
 
 // stallingStore holds up the upload of filtered messages: its Put takes
@@ -379,7 +379,7 @@ func TestOutputTooLarge(t *testing.T) {
 	if _, err := read(t, store, job.FilteredKey); !errors.Is(err, blob.ErrNotFound) {
 		t.Errorf("the oversized output was stored: %v", err)
 	}
-	record(t, store, job, v)
+	checkRecord(t, store, job, v)
 }
 
 // heldRecordStore holds every Put of a verdict record until release is
@@ -413,5 +413,5 @@ func TestVerdictDoesNotWaitForAHungRecord(t *testing.T) {
 	}
 	close(held.release)
 	w.records.Wait()
-	record(t, store, job, v)
+	checkRecord(t, store, job, v)
 }
