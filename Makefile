@@ -13,7 +13,7 @@ GO      ?= go
 BIN     := bin
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+LDFLAGS := -X github.com/sluice-mail/sluice/internal/wiring.Version=$(VERSION)
 export PATH := $(PATH):$(GOBIN):/usr/sbin
 
 .PHONY: all build test test-deps quick fuzz lint vulncheck proto run bench compat cluster cluster-stop clean

@@ -9,17 +9,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/edge"
 	"github.com/sluice-mail/sluice/internal/filter"
-	"github.com/sluice-mail/sluice/internal/logging"
+	"github.com/sluice-mail/sluice/internal/wiring"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Environ()))
@@ -31,13 +27,10 @@ func run(args, environ []string) int {
 		return config.Report(os.Stderr, "edge", config.Edge, err)
 	}
 	if cfg.ShowVersion {
-		fmt.Printf("sluice edge (version %s)\n          (config: %s)\n", version, cfg.ConfigFile)
+		fmt.Printf("sluice edge (version %s)\n          (config: %s)\n", wiring.VersionString(), cfg.ConfigFile)
 		return 0
 	}
-	log := logging.New(os.Stderr, cfg.LogLevel(), string(cfg.LogFormat))
-	for _, w := range cfg.Warnings {
-		log.Warn(w)
-	}
+	log := wiring.Logger(os.Stderr, cfg)
 	if os.Geteuid() == 0 {
 		log.Warn("running as root is NOT recommended")
 	}
@@ -58,18 +51,20 @@ func run(args, environ []string) int {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
-	if cfg.PidFile != "" {
-		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			log.Error("couldn't write pid file", "file", cfg.PidFile, "err", err)
-		} else {
-			defer os.Remove(cfg.PidFile)
-		}
+	defer wiring.WritePidFile(cfg.PidFile, log)()
+	code := 0
+	select {
+	case <-ctx.Done():
+	case <-e.Failed():
+		// Nothing reaches the edge any more: exit, so that the service
+		// manager restarts it, after the sessions still open are done.
+		log.Error("the listener failed", "err", e.Err())
+		code = 1
 	}
-	<-ctx.Done()
 	log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
 	e.Shutdown(sctx)
 	log.Info("stopped")
-	return 0
+	return code
 }

@@ -19,14 +19,10 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/config"
-	"github.com/sluice-mail/sluice/internal/edge"
 	"github.com/sluice-mail/sluice/internal/filter"
-	"github.com/sluice-mail/sluice/internal/logging"
 	"github.com/sluice-mail/sluice/internal/replay"
+	"github.com/sluice-mail/sluice/internal/wiring"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	out := reportOutput()
@@ -54,13 +50,10 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return config.Report(stderr, "replay", config.Replay, err)
 	}
 	if cfg.ShowVersion {
-		fmt.Fprintf(stdout, "sluice replay (version %s)\n          (config: %s)\n", version, cfg.ConfigFile)
+		fmt.Fprintf(stdout, "sluice replay (version %s)\n          (config: %s)\n", wiring.VersionString(), cfg.ConfigFile)
 		return 0
 	}
-	log := logging.New(stderr, cfg.LogLevel(), string(cfg.LogFormat))
-	for _, w := range cfg.Warnings {
-		log.Warn(w)
-	}
+	log := wiring.Logger(stderr, cfg)
 	spec, err := filterSpec(cfg, flags)
 	if err != nil {
 		fmt.Fprintf(stderr, "replay: %v\n", err)
@@ -84,7 +77,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	p := &replay.Printer{W: stdout, JSON: flags.Format == "json", OnlyChanged: flags.OnlyChanged}
 	sum, err := replay.Run(ctx, replay.Options{
 		Store:       store,
-		Filter:      spec,
+		Filter:      filter.Command(spec),
+		Timeout:     spec.Timeout,
 		Since:       flags.Since,
 		Until:       flags.Until,
 		Concurrency: flags.Concurrency,
@@ -122,7 +116,7 @@ func filterSpec(cfg *config.Config, f replay.Flags) (filter.Spec, error) {
 		return filter.Spec{}, errors.New("FilterType is reject (every message refused with FilterReject, no filter runs): " +
 			"give --filter-type pipe or file, and --filter-command, to try a filter")
 	}
-	spec := edge.FilterSpec(cfg)
+	spec := wiring.FilterSpec(cfg)
 	if f.FilterCommand != nil {
 		spec.Command = *f.FilterCommand
 	}
@@ -149,5 +143,5 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (blob.
 			return nil, fmt.Errorf("store.dir: %s is not a directory", c.Store.Dir)
 		}
 	}
-	return edge.OpenStore(ctx, &c, log)
+	return wiring.OpenStore(ctx, &c, log)
 }

@@ -44,7 +44,7 @@ func fill(t *testing.T, dir string) (ids []string) {
 		t.Fatal(err)
 	}
 	w := &worker.Worker{ID: "test", Store: store,
-		Filter: filter.Spec{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()}}
+		Filter: filter.Command{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()}}
 	ctx := context.Background()
 	now := time.Now()
 	bodies := []string{

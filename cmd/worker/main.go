@@ -5,25 +5,22 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluice-mail/sluice/internal/config"
-	"github.com/sluice-mail/sluice/internal/edge"
 	"github.com/sluice-mail/sluice/internal/filter"
-	"github.com/sluice-mail/sluice/internal/logging"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
+	"github.com/sluice-mail/sluice/internal/wiring"
 	"github.com/sluice-mail/sluice/internal/worker"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Environ()))
@@ -35,13 +32,10 @@ func run(args, environ []string) int {
 		return config.Report(os.Stderr, "worker", config.Worker, err)
 	}
 	if cfg.ShowVersion {
-		fmt.Printf("sluice worker (version %s)\n          (config: %s)\n", version, cfg.ConfigFile)
+		fmt.Printf("sluice worker (version %s)\n          (config: %s)\n", wiring.VersionString(), cfg.ConfigFile)
 		return 0
 	}
-	log := logging.New(os.Stderr, cfg.LogLevel(), string(cfg.LogFormat))
-	for _, w := range cfg.Warnings {
-		log.Warn(w)
-	}
+	log := wiring.Logger(os.Stderr, cfg)
 	// Its only children are filter shells: it may adopt and end what
 	// they leave behind.
 	if err := filter.EnableSubreaper(); err != nil {
@@ -55,60 +49,60 @@ func run(args, environ []string) int {
 	// The monitoring endpoint comes first: a busy http_listen fails at
 	// once, and while NATS is still being reached /healthz answers and
 	// /readyz says what is missing.
-	var mon *monitor.Server
-	var metrics *monitor.WorkerMetrics
+	var reg *prometheus.Registry
+	var metrics *monitor.WorkerMetrics // nil without http_listen: nothing counted
 	if cfg.HTTPListen != "" {
-		reg := monitor.NewRegistry()
+		reg = monitor.NewRegistry()
 		metrics = monitor.NewWorkerMetrics(reg)
-		starting := func(context.Context) error { return errors.New("starting") }
-		mon, err = monitor.Start(ctx, cfg.HTTPListen, map[string]func(context.Context) error{
-			"queue": starting, "store": starting,
-		}, reg, log)
-		if err != nil {
-			log.Error("start-up failed", "err", err)
-			return 1
-		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := mon.Shutdown(sctx); err != nil {
-				log.Warn("monitoring endpoint", "err", err)
-			}
-		}()
 	}
-
-	store, err := edge.OpenStore(ctx, cfg, log)
+	mon, err := wiring.Monitor(ctx, cfg, reg, log, "queue", "store")
 	if err != nil {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
-	mon.SetCheck("store", monitor.StoreCheck(store))
-	qo := edge.QueueOptions(cfg, log)
-	qo.Name = "sluice-worker"
-	q, err := queue.Open(ctx, qo)
+	defer shutdownMonitor(mon, log)
+
+	w, q, err := open(ctx, cfg, mon, metrics, log)
 	if err != nil {
-		log.Error("start-up failed", "err", fmt.Errorf("job queue: %w", err))
+		log.Error("start-up failed", "err", err)
 		return 1
 	}
 	defer q.Close()
+	defer wiring.WritePidFile(cfg.PidFile, log)()
+	if err := serve(ctx, q, w, cfg.Worker.Slots, mon); err != nil {
+		log.Error("worker stopped", "err", err)
+		return 1
+	}
+	log.Info("worker stopped")
+	return 0
+}
+
+// open opens the store and the job queue and makes the worker.
+func open(ctx context.Context, cfg *config.Config, mon *monitor.Server, metrics *monitor.WorkerMetrics,
+	log *slog.Logger) (*worker.Worker, *queue.Queue, error) {
+	store, err := wiring.OpenStore(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	mon.SetCheck("store", monitor.StoreCheck(store))
+	q, err := queue.Open(ctx, wiring.QueueOptions(cfg, "sluice-worker", log))
+	if err != nil {
+		return nil, nil, fmt.Errorf("job queue: %w", err)
+	}
 	mon.SetCheck("queue", q.Ready)
-	host, _ := os.Hostname()
 	w := &worker.Worker{
-		ID:      host + "-" + strconv.Itoa(os.Getpid()),
+		ID:      wiring.ProcessID(""),
 		Store:   store,
-		Filter:  edge.FilterSpec(cfg),
+		Filter:  wiring.Filter(cfg),
 		Logger:  log,
 		Metrics: metrics,
 	}
-	if cfg.PidFile != "" {
-		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			log.Error("couldn't write pid file", "file", cfg.PidFile, "err", err)
-		} else {
-			defer os.Remove(cfg.PidFile)
-		}
-	}
-	// On SIGTERM readiness fails first, then the worker stops pulling
-	// jobs and finishes those it holds.
+	return w, q, nil
+}
+
+// serve runs the worker until ctx ends. Readiness fails first, then the
+// worker stops pulling jobs and finishes those it holds.
+func serve(ctx context.Context, q *queue.Queue, w *worker.Worker, slots int, mon *monitor.Server) error {
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
 	go func() {
@@ -120,10 +114,13 @@ func run(args, environ []string) int {
 		mon.SetDraining() // readiness fails before the worker stops pulling
 		stopRun()
 	}()
-	if err := worker.Run(runCtx, q, w, cfg.Worker.Slots); err != nil {
-		log.Error("worker stopped", "err", err)
-		return 1
+	return worker.Run(runCtx, q, w, slots)
+}
+
+func shutdownMonitor(mon *monitor.Server, log *slog.Logger) {
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := mon.Shutdown(sctx); err != nil {
+		log.Warn("monitoring endpoint", "err", err)
 	}
-	log.Info("worker stopped")
-	return 0
 }

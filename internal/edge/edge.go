@@ -24,7 +24,6 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/config"
-	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/header"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
@@ -32,6 +31,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/session"
 	"github.com/sluice-mail/sluice/internal/upstream"
 	"github.com/sluice-mail/sluice/internal/wire"
+	"github.com/sluice-mail/sluice/internal/wiring"
 	"github.com/sluice-mail/sluice/internal/worker"
 )
 
@@ -56,6 +56,11 @@ type Edge struct {
 	bgStop      context.CancelFunc
 	bg          sync.WaitGroup
 
+	// listenerDone is closed when the accept loop ended on its own, its
+	// listener broken; listenerErr says why.
+	listenerDone chan struct{}
+	listenerErr  error
+
 	// sessionCtx is every session's context; Shutdown cancels it with
 	// stopSessions once the drain period is over.
 	sessionCtx   context.Context
@@ -74,7 +79,8 @@ type Edge struct {
 // Start brings every part up and listens once the edge can filter: NATS,
 // the store and (in the single-process default) the workers are ready.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, error) {
-	e := &Edge{cfg: cfg, log: log, sessions: map[*session.Session]struct{}{}, perIP: map[netip.Addr]int{}}
+	e := &Edge{cfg: cfg, log: log, sessions: map[*session.Session]struct{}{}, perIP: map[netip.Addr]int{},
+		listenerDone: make(chan struct{})}
 	e.sessionCtx, e.stopSessions = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -82,12 +88,65 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 			e.closeBackends()
 		}
 	}()
+	if err := e.startMonitor(ctx); err != nil {
+		return nil, err
+	}
+	e.scfg = e.sessionConfig()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	edgeID := xid.New().String()
+	qo, err := e.openBackends(ctx, edgeID)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Worker.Slots > 0 {
+		if err := e.startWorkers(ctx, qo); err != nil {
+			return nil, err
+		}
+	}
+	if e.ln, err = listen(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("cannot listen on %s (Listen): %w", cfg.Listen, err)
+	}
+	e.mon.SetCheck("listener", e.listenerCheck)
+	e.slots = make(chan struct{}, cfg.MaxConnections)
+	bgctx, bgStop := context.WithCancel(context.Background())
+	e.bgStop = bgStop
+	e.bg.Add(1)
+	go func() { defer e.bg.Done(); e.sweep(bgctx) }()
+	e.acceptWG.Add(1)
+	go e.accept()
+	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", cfg.OutAddress.String(),
+		"nats", natsDescription(cfg), "store", wiring.StoreDescription(cfg), "workers", cfg.Worker.Slots)
+	ok = true
+	return e, nil
+}
 
+// startMonitor starts the monitoring endpoint first, so that a busy
+// address fails start-up before anything else opens; readiness says
+// "starting" until the parts are up.
+func (e *Edge) startMonitor(ctx context.Context) error {
+	if e.cfg.HTTPListen == "" {
+		return nil
+	}
+	reg := monitor.NewRegistry()
+	e.metrics = monitor.NewEdgeMetrics(reg)
+	if e.cfg.Worker.Slots > 0 {
+		e.wmetrics = monitor.NewWorkerMetrics(reg)
+	}
+	var err error
+	e.mon, err = wiring.Monitor(ctx, e.cfg, reg, e.log, "queue", "store")
+	return err
+}
+
+// sessionConfig is what every session needs of the configuration.
+func (e *Edge) sessionConfig() session.Config {
+	cfg := e.cfg
 	hdr, warnings := header.Parse(cfg.Header)
 	for _, w := range warnings {
-		log.Warn(w, "setting", "Header")
+		e.log.Warn(w, "setting", "Header")
 	}
-	e.scfg = session.Config{
+	return session.Config{
 		Hostname:          cfg.Hostname,
 		TimeOut:           cfg.TimeOut,
 		KeepAlives:        cfg.KeepAlives,
@@ -107,74 +166,44 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 		DataDeadline:       cfg.Limits.DataDeadline,
 		DataMinRate:        cfg.Limits.DataMinRate,
 		XForwardTrusted:    cfg.XForward.TrustedXForward,
-	}
 
+		OnMessage: func(k session.Kind) { e.metrics.Message(k.String()) },
+		OnLimit:   e.metrics.Limit,
+		OnPanic:   e.metrics.SessionPanic,
+	}
+}
+
+// openBackends opens the store and the job queue (starting the embedded
+// NATS server when no nats.url is set) and builds the pipeline on them.
+// It returns the queue options, for the in-process workers.
+func (e *Edge) openBackends(ctx context.Context, edgeID string) (queue.Options, error) {
+	cfg := e.cfg
 	var err error
-	if cfg.HTTPListen != "" {
-		// First, so that a busy address fails start-up before anything else
-		// opens; readiness says "starting" until the parts are up.
-		reg := monitor.NewRegistry()
-		e.metrics = monitor.NewEdgeMetrics(reg)
-		if cfg.Worker.Slots > 0 {
-			e.wmetrics = monitor.NewWorkerMetrics(reg)
-		}
-		starting := func(context.Context) error { return errors.New("starting") }
-		checks := map[string]func(context.Context) error{"queue": starting, "store": starting}
-		if e.mon, err = monitor.Start(ctx, cfg.HTTPListen, checks, reg, log); err != nil {
-			return nil, err
-		}
-	}
-	e.scfg.OnMessage = func(k session.Kind) { e.metrics.Message(k.String()) }
-	e.scfg.OnLimit = e.metrics.Limit
-	e.scfg.OnPanic = e.metrics.SessionPanic
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
-	}
-	if e.store, err = OpenStore(ctx, cfg, log); err != nil {
-		return nil, err
+	if e.store, err = wiring.OpenStore(ctx, cfg, e.log); err != nil {
+		return queue.Options{}, err
 	}
 	e.mon.SetCheck("store", monitor.StoreCheck(e.store))
-	qo := QueueOptions(cfg, log)
-	qo.Name = "sluice-edge"
-	if len(cfg.NATS.URLs) == 0 {
+	qo := wiring.QueueOptions(cfg, "sluice-edge", e.log)
+	if cfg.NATS.Embedded() {
 		qo.StoreDir = filepath.Join(cfg.DataDir, "nats", instanceName(cfg.Listen.String()))
 		e.natsDir = qo.StoreDir
 		qo.Listen = cfg.NATS.Listen
 	}
 	if e.q, err = queue.Open(ctx, qo); err != nil {
-		return nil, fmt.Errorf("job queue: %w", err)
+		return qo, fmt.Errorf("job queue: %w", err)
 	}
 	if err := checkJobFits(cfg.Limits.RecipientLimit, e.q.MaxPayload()); err != nil {
-		return nil, err
+		return qo, err
 	}
 	e.mon.SetCheck("queue", e.q.Ready)
-	edgeID := xid.New().String()
-	if e.sub, err = e.q.NewSubmitter(ctx, edgeID); err != nil {
-		return nil, fmt.Errorf("job queue: %w", err)
+	sub, err := e.q.NewSubmitter(ctx, edgeID)
+	if err != nil {
+		return qo, fmt.Errorf("job queue: %w", err)
 	}
-	e.pipe = &pipeline{store: e.store, sub: e.sub, edgeID: edgeID, jobTimeout: cfg.JobTimeout, storeIdle: cfg.TimeOut,
-		retention: cfg.Retention, log: log, metrics: e.metrics}
-
-	if cfg.Worker.Slots > 0 {
-		if err := e.startWorkers(ctx, qo); err != nil {
-			return nil, err
-		}
-	}
-
-	if e.ln, err = listen(cfg.Listen); err != nil {
-		return nil, fmt.Errorf("cannot listen on %s (Listen): %w", cfg.Listen, err)
-	}
-	e.slots = make(chan struct{}, cfg.MaxConnections)
-	bgctx, bgStop := context.WithCancel(context.Background())
-	e.bgStop = bgStop
-	e.bg.Add(1)
-	go func() { defer e.bg.Done(); e.sweep(bgctx) }()
-	e.acceptWG.Add(1)
-	go e.accept()
-	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", cfg.OutAddress.String(),
-		"nats", natsDescription(cfg), "store", storeDescription(cfg), "workers", cfg.Worker.Slots)
-	ok = true
-	return e, nil
+	e.sub = sub
+	e.pipe = &pipeline{store: e.store, sub: sub, edgeID: edgeID, jobTimeout: cfg.JobTimeout, storeIdle: cfg.TimeOut,
+		retention: cfg.Retention, log: e.log, metrics: e.metrics}
+	return qo, nil
 }
 
 // rejectReply formats FilterReject like a filter's message (B44): a text
@@ -221,66 +250,6 @@ func natsDescription(cfg *config.Config) string {
 	return strings.Join(cfg.NATS.RedactedURLs(), ",")
 }
 
-func storeDescription(cfg *config.Config) string {
-	if cfg.Store.Type == "s3" {
-		return "s3://" + cfg.Store.S3.Endpoint + "/" + cfg.Store.S3.Bucket
-	}
-	return cfg.Store.Dir
-}
-
-// OpenStore opens the configured blob store.
-func OpenStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (blob.Store, error) {
-	if cfg.Store.Type == "s3" {
-		s3 := cfg.Store.S3
-		st, err := blob.NewS3(ctx, blob.S3Options{
-			Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region,
-			AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, SessionToken: s3.SessionToken,
-			TLS: s3.TLS, PathStyle: s3.PathStyle, CreateBucket: s3.CreateBucket,
-			PartSize: uint64(s3.PartSize), Logger: log,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		return st, nil
-	}
-	st, err := blob.NewFS(cfg.Store.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("store.dir: %w", err)
-	}
-	return st, nil
-}
-
-// QueueOptions maps the configuration onto the queue's options.
-func QueueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
-	n := cfg.NATS
-	return queue.Options{
-		URLs: n.URLs, Stream: n.Stream, Subject: n.Subject, Consumer: n.Consumer,
-		VerdictPrefix: n.VerdictPrefix, Replicas: n.Replicas, MaxAge: n.MaxAge,
-		AckWait: n.AckWait, MaxDeliver: n.MaxDeliver,
-		User: n.User, Password: n.Password, Token: n.Token, NKeyFile: n.NKeyFile,
-		CredsFile: n.CredsFile, TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey,
-		Logger: log,
-	}
-}
-
-// FilterSpec is the filter a worker runs for this configuration. The
-// environment the filter inherits is worked out here, once per worker,
-// from the process's own: never sluice's settings or credentials.
-func FilterSpec(cfg *config.Config) filter.Spec {
-	mode := filter.Pipe
-	if cfg.FilterType == "file" {
-		mode = filter.File
-	}
-	return filter.Spec{
-		Command:   cfg.FilterCommand,
-		Mode:      mode,
-		Timeout:   cfg.FilterTimeout,
-		TempDir:   cfg.TempDirectory,
-		MaxOutput: cfg.Filter.MaxOutputSize,
-		Environ:   filter.Inherited(os.Environ(), cfg.Filter.EnvAllow, cfg.Secrets()),
-	}
-}
-
 // startWorkers runs the in-process worker pool: the same worker package
 // as cmd/worker, on its own NATS connection, sharing only the queue and
 // the store with the edge.
@@ -291,11 +260,10 @@ func (e *Edge) startWorkers(ctx context.Context, qo queue.Options) error {
 	if err != nil {
 		return fmt.Errorf("worker queue connection: %w", err)
 	}
-	host, _ := os.Hostname()
 	w := &worker.Worker{
-		ID:      host + "-" + strconv.Itoa(os.Getpid()) + "-edge",
+		ID:      wiring.ProcessID("-edge"),
 		Store:   e.store,
-		Filter:  FilterSpec(e.cfg),
+		Filter:  wiring.Filter(e.cfg),
 		Logger:  e.log.With("component", "worker"),
 		Metrics: e.wmetrics,
 	}
@@ -333,14 +301,17 @@ func (e *Edge) accept() {
 			if e.closing.Load() {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+			if temporary(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				e.log.Warn("accept failed", "err", err, "retry_in", delay)
 				time.Sleep(delay)
 				continue
 			}
-			e.log.Error("accept failed", "err", err)
+			e.log.Error("listener failed: no more connections accepted", "err", err)
+			e.mu.Lock()
+			e.listenerErr = err
+			e.mu.Unlock()
+			close(e.listenerDone)
 			return
 		}
 		delay = 0
@@ -367,6 +338,45 @@ func (e *Edge) accept() {
 			defer e.releaseClient(ip)
 			e.serve(c)
 		}()
+	}
+}
+
+// temporary reports whether an accept error passes: out of file
+// descriptors or memory for a moment, or a client that gave up before it
+// was accepted. Anything else means the listener is broken.
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// Failed is closed when the edge stopped accepting connections on its own
+// because its listener broke (not on Shutdown); Err says why. The edge is
+// unready from then on, and cmd/edge exits non-zero.
+func (e *Edge) Failed() <-chan struct{} { return e.listenerDone }
+
+// Err is why the listener broke, or nil.
+func (e *Edge) Err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.listenerErr
+}
+
+// listenerCheck is the readiness check "listener".
+func (e *Edge) listenerCheck(context.Context) error {
+	select {
+	case <-e.listenerDone:
+		return fmt.Errorf("not accepting connections: %w", e.Err())
+	default:
+		return nil
 	}
 }
 

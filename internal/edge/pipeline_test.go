@@ -43,7 +43,7 @@ func TestPipelineReadsStoredVerdictWhenTheMessageIsLost(t *testing.T) {
 	}
 	defer sub.Close()
 
-	w := &worker.Worker{ID: "w1", Store: store, Filter: filter.Spec{Command: "cat", Timeout: 10 * time.Second, TempDir: t.TempDir()}, Logger: log}
+	w := &worker.Worker{ID: "w1", Store: store, Filter: filter.Command{Command: "cat", Timeout: 10 * time.Second, TempDir: t.TempDir()}, Logger: log}
 	wctx, stopWorker := context.WithCancel(ctx)
 	consumed := make(chan error, 1)
 	go func() {

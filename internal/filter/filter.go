@@ -73,6 +73,26 @@ type Result struct {
 	Duration   time.Duration
 }
 
+// Filter decides about one message: it reads the message from in, writes
+// the message to deliver to out, and says what to do with it. The
+// returned error is only for failures of in or out (the store); whatever
+// the filter itself does is in Result. Workers and replay run any Filter:
+// proxsmtpd's FilterCommand (Command) is one kind.
+type Filter interface {
+	Run(ctx context.Context, env Env, in io.Reader, out io.Writer) (Result, error)
+}
+
+// Command is proxsmtpd's FilterCommand: a shell command per message.
+type Command Spec
+
+// Run runs the command: see the package's Run.
+func (c Command) Run(ctx context.Context, env Env, in io.Reader, out io.Writer) (Result, error) {
+	return Run(ctx, Spec(c), env, in, out)
+}
+
+// String is the command line, for logs.
+func (c Command) String() string { return c.Command }
+
 // Run runs spec over the message read from in and writes the message to
 // deliver to out. The returned error is only for failures of in or out
 // (the store); everything the filter itself does is in Result.

@@ -46,7 +46,7 @@ func testMain(m *testing.M) int {
 	edgeBin = filepath.Join(dir, "edge")
 	sinkBin = filepath.Join(dir, "sink")
 	for _, b := range []struct{ out, pkg string }{{edgeBin, "./cmd/edge"}, {sinkBin, "./cmd/sink"}} {
-		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", b.out, b.pkg)
+		cmd := exec.Command("go", "build", "-ldflags", "-X github.com/sluice-mail/sluice/internal/wiring.Version="+testVersion, "-o", b.out, b.pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "interop: go build %s: %v\n%s", b.pkg, err, out)

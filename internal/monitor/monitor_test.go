@@ -318,7 +318,7 @@ func TestWorkerMetrics(t *testing.T) {
 	w := &worker.Worker{
 		ID:      "test-worker",
 		Store:   store,
-		Filter:  filter.Spec{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()},
+		Filter:  filter.Command{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()},
 		Logger:  testLogger(t),
 		Metrics: m,
 	}
@@ -327,7 +327,7 @@ func TestWorkerMetrics(t *testing.T) {
 	if v := w.Handle(ctx, newJob(t, store, "m1", time.Now().Add(time.Minute)), 1); v.Action != sluicev1.Verdict_ACTION_ACCEPT {
 		t.Fatalf("verdict %v", v)
 	}
-	w.Filter.Command = `cat >/dev/null; echo '550 5.7.1 no' >&2; exit 1`
+	w.Filter = filter.Command{Command: `cat >/dev/null; echo '550 5.7.1 no' >&2; exit 1`, Timeout: 30 * time.Second, TempDir: t.TempDir()}
 	if v := w.Handle(ctx, newJob(t, store, "m2", time.Now().Add(time.Minute)), 1); v.Action != sluicev1.Verdict_ACTION_REJECT {
 		t.Fatalf("verdict %v", v)
 	}

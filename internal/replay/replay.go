@@ -28,8 +28,11 @@ import (
 
 // Options says what to replay and how.
 type Options struct {
-	Store  blob.Store  // read only: Run never calls Put or Delete
-	Filter filter.Spec // the filter to try
+	Store  blob.Store    // read only: Run never calls Put or Delete
+	Filter filter.Filter // the filter to try
+	// Timeout bounds one message's replay: the filter's own limit; the
+	// store reads around the run get a minute more. 0 = no bound.
+	Timeout time.Duration
 	// Since and Until are the first and last day (UTC, inclusive) whose
 	// stored messages are replayed; only their dates count.
 	Since, Until time.Time
@@ -166,7 +169,7 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 	if every <= 0 {
 		every = DefaultProgressEvery
 	}
-	r := &runner{store: readOnly{o.Store}, spec: o.Filter}
+	r := &runner{store: readOnly{o.Store}, filter: o.Filter, timeout: o.Timeout}
 	n := max(o.Concurrency, 1)
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -223,7 +226,7 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 	}()
 
 	log.Info("replay started", "since", dayString(o.Since), "until", dayString(o.Until),
-		"filter", o.Filter.Command, "concurrency", n, "limit", o.Limit)
+		"filter", fmt.Sprint(o.Filter), "concurrency", n, "limit", o.Limit)
 	started := time.Now()
 	var reportErr error
 	for out := range order {
@@ -337,15 +340,16 @@ func listMessages(ctx context.Context, s blob.Store, since, until time.Time, fn 
 
 // runner replays one message at a time; it is shared by the slots.
 type runner struct {
-	store blob.Store
-	spec  filter.Spec
+	store   blob.Store
+	filter  filter.Filter
+	timeout time.Duration
 }
 
 // one replays message m, which has a record and a body.
 func (r *runner) one(ctx context.Context, m entry) Result {
-	if r.spec.Timeout > 0 {
+	if r.timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.spec.Timeout+storeSlack)
+		ctx, cancel = context.WithTimeout(ctx, r.timeout+storeSlack)
 		defer cancel()
 	}
 	res := m.result()
@@ -400,7 +404,7 @@ func (r *runner) run(ctx context.Context, job *sluicev1.FilterJob, m entry) (*sl
 	}
 	defer in.Close()
 	h := sha256.New()
-	res, err := filter.Run(ctx, r.spec, worker.EnvOf(job), in, h)
+	res, err := r.filter.Run(ctx, worker.EnvOf(job), in, h)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/s3test"
 	"github.com/sluice-mail/sluice/internal/smtptest"
+	"github.com/sluice-mail/sluice/internal/wiring"
 )
 
 // mail is one message the tests send through the edge.
@@ -169,7 +170,7 @@ func populate(t *testing.T, filterCmd, filterType string, wantCode func(mail) in
 
 func openTestStore(t *testing.T, cfg *config.Config) blob.Store {
 	t.Helper()
-	s, err := edge.OpenStore(context.Background(), cfg, nil)
+	s, err := wiring.OpenStore(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,14 +233,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // replayAll runs Run over yesterday and today and returns every result in
 // report order.
-func replayAll(t *testing.T, store blob.Store, spec filter.Spec, conc, limit int) ([]Result, Summary) {
+func replayAll(t *testing.T, store blob.Store, spec filter.Command, conc, limit int) ([]Result, Summary) {
 	t.Helper()
 	rs, sum, _ := replayLogged(t, store, spec, conc, limit)
 	return rs, sum
 }
 
 // replayLogged is replayAll that also returns Run's log.
-func replayLogged(t *testing.T, store blob.Store, spec filter.Spec, conc, limit int) ([]Result, Summary, string) {
+func replayLogged(t *testing.T, store blob.Store, spec filter.Command, conc, limit int) ([]Result, Summary, string) {
 	t.Helper()
 	var logs strings.Builder
 	now := time.Now()
@@ -247,7 +248,7 @@ func replayLogged(t *testing.T, store blob.Store, spec filter.Spec, conc, limit 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sum, err := Run(ctx, Options{
-		Store: store, Filter: spec, Since: now.AddDate(0, 0, -1), Until: now,
+		Store: store, Filter: spec, Timeout: spec.Timeout, Since: now.AddDate(0, 0, -1), Until: now,
 		Concurrency: conc, Limit: limit,
 		Logger:        slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, &logs), nil)),
 		ProgressEvery: 2,
@@ -277,8 +278,8 @@ func byName(t *testing.T, rs []Result, ids map[string]string) map[string]Result 
 	return out
 }
 
-func spec(t *testing.T, body string, mode filter.Mode) filter.Spec {
-	return filter.Spec{Command: script(t, "filter.sh", body), Mode: mode, Timeout: 30 * time.Second, TempDir: t.TempDir()}
+func spec(t *testing.T, body string, mode filter.Mode) filter.Command {
+	return filter.Command{Command: script(t, "filter.sh", body), Mode: mode, Timeout: 30 * time.Second, TempDir: t.TempDir()}
 }
 
 func TestReplayFS(t *testing.T) {

@@ -23,7 +23,7 @@ func workerStore(t *testing.T, n int) blob.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &worker.Worker{ID: "test", Store: store, Filter: filter.Spec{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()}}
+	w := &worker.Worker{ID: "test", Store: store, Filter: filter.Command{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()}}
 	ctx := context.Background()
 	now := time.Now()
 	for i := range n {
@@ -48,7 +48,7 @@ func TestRunCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	started := filepath.Join(t.TempDir(), "started")
-	slow := filter.Spec{Command: "touch " + started + ".$$; exec sleep 60", Timeout: 2 * time.Minute, TempDir: t.TempDir(),
+	slow := filter.Command{Command: "touch " + started + ".$$; exec sleep 60", Timeout: 2 * time.Minute, TempDir: t.TempDir(),
 		KillGrace: 100 * time.Millisecond}
 	go func() {
 		// Cancel once a filter runs.
@@ -88,7 +88,7 @@ func TestRunReportError(t *testing.T) {
 	now := time.Now()
 	boom := errors.New("stdout closed")
 	n := 0
-	sum, err := Run(context.Background(), Options{Store: store, Filter: filter.Spec{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()},
+	sum, err := Run(context.Background(), Options{Store: store, Filter: filter.Command{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()},
 		Since: now, Until: now, Concurrency: 2}, func(Result) error {
 		n++
 		if n == 2 {

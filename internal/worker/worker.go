@@ -36,7 +36,7 @@ const recordTimeout = 30 * time.Second
 type Worker struct {
 	ID     string // e.g. hostname-pid, in every verdict
 	Store  blob.Store
-	Filter filter.Spec
+	Filter filter.Filter // nil: no FilterCommand, the message is delivered as received
 	Logger *slog.Logger
 
 	Metrics *monitor.WorkerMetrics // nil: nothing counted
@@ -117,7 +117,7 @@ func (w *Worker) record(ctx context.Context, job *sluicev1.FilterJob, v *sluicev
 
 // decide runs the filter (if any) and maps its result to a verdict.
 func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.Logger) *sluicev1.Verdict {
-	if w.Filter.Command == "" {
+	if w.Filter == nil {
 		// Nothing to run: deliver the message as received, no copy.
 		return &sluicev1.Verdict{
 			Action:      sluicev1.Verdict_ACTION_ACCEPT,
@@ -147,7 +147,7 @@ func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.
 	}()
 
 	ran := time.Now()
-	res, runErr := filter.Run(ctx, w.Filter, EnvOf(job), in, pw)
+	res, runErr := w.Filter.Run(ctx, EnvOf(job), in, pw)
 	w.Metrics.FilterRan(time.Since(ran))
 	if runErr == nil && res.Action == filter.Accept {
 		pw.Close()
@@ -238,7 +238,7 @@ func (w *Worker) storeRecord(ctx context.Context, job *sluicev1.FilterJob, v *sl
 // is done, then waits for the running ones.
 func Run(ctx context.Context, q *queue.Queue, w *Worker, slots int) error {
 	log := w.log()
-	log.Info("worker started", "worker", w.ID, "slots", slots, "filter", w.Filter.Command != "")
+	log.Info("worker started", "worker", w.ID, "slots", slots, "filter", w.Filter != nil)
 	var opts []queue.ConsumeOption
 	if w.Metrics != nil {
 		w.Metrics.AddSlots(slots)

@@ -31,12 +31,22 @@ func newWorker(t *testing.T, command string) (*Worker, *blob.FS) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Worker{
+	w := &Worker{
 		ID:     "test-worker",
 		Store:  store,
-		Filter: filter.Spec{Command: command, Timeout: 30 * time.Second, TempDir: t.TempDir()},
 		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-	}, store
+	}
+	if command != "" {
+		w.Filter = filter.Command{Command: command, Timeout: 30 * time.Second, TempDir: t.TempDir()}
+	}
+	return w, store
+}
+
+// tune changes the settings of the worker's filter command.
+func tune(w *Worker, f func(*filter.Command)) {
+	c := w.Filter.(filter.Command)
+	f(&c)
+	w.Filter = c
 }
 
 // newJob stores body as a received message and returns its job.
@@ -292,7 +302,7 @@ func TestDroppingAndFailingFilters(t *testing.T) {
 
 	// A filter killed by a signal: the filter package's own 4xx, not the
 	// store-failure one.
-	w.Filter.Command = `cat >/dev/null; kill -9 $$`
+	tune(w, func(c *filter.Command) { c.Command = `cat >/dev/null; kill -9 $$` })
 	job = newJob(t, store, "killed", body)
 	v = handle(t, w, job, 1)
 	if v.Action != sluicev1.Verdict_ACTION_TEMPFAIL || !strings.HasPrefix(v.Reply, "4") || v.ExitCode != -1 {
@@ -344,7 +354,7 @@ func TestSlowStore(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w, store := newWorker(t, "cat")
-			w.Filter.KillGrace = 300 * time.Millisecond
+			tune(w, func(c *filter.Command) { c.KillGrace = 300 * time.Millisecond })
 			w.Store = &stallingStore{Store: store, delay: tt.delay, fail: tt.fail}
 			job := newJob(t, store, "m1", body)
 			job.Deadline = timestamppb.New(time.Now().Add(tt.deadline))
@@ -369,7 +379,7 @@ func TestSlowStore(t *testing.T) {
 // is stopped, the sender gets a 4xx, and nothing is stored for delivery.
 func TestOutputTooLarge(t *testing.T) {
 	w, store := newWorker(t, "cat; head -c 200000 /dev/zero")
-	w.Filter.MaxOutput = 100_000
+	tune(w, func(c *filter.Command) { c.MaxOutput = 100_000 })
 	job := newJob(t, store, "m1", body)
 	v := handle(t, w, job, 1)
 	if v.Action != sluicev1.Verdict_ACTION_TEMPFAIL || !strings.HasPrefix(v.Reply, "451 4.3.4 ") ||
