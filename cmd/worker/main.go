@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/monitor"
@@ -84,7 +85,7 @@ func open(ctx context.Context, cfg *config.Config, mon *monitor.Server, metrics 
 	if err != nil {
 		return nil, nil, err
 	}
-	mon.SetCheck("store", monitor.StoreCheck(store))
+	mon.SetCheck("store", blob.ReadyCheck(store))
 	q, err := queue.Open(ctx, wiring.QueueOptions(cfg, "sluice-worker", log))
 	if err != nil {
 		return nil, nil, fmt.Errorf("job queue: %w", err)

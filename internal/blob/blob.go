@@ -6,7 +6,9 @@ package blob
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"path"
 	"time"
 )
@@ -47,4 +49,27 @@ func Dir(id string, received time.Time) string {
 // Key is the key of the object name inside the message's directory.
 func Key(id string, received time.Time, name string) string {
 	return path.Join(Dir(id, received), name)
+}
+
+// ReadyCheck is the readiness check of a store: its own Ready method
+// when it has one (S3: the bucket answers), else for a local directory
+// store that its root is still a directory.
+func ReadyCheck(store Store) func(context.Context) error {
+	if r, ok := store.(interface{ Ready(context.Context) error }); ok {
+		return r.Ready
+	}
+	if fs, ok := store.(interface{ Root() string }); ok {
+		root := fs.Root()
+		return func(context.Context) error {
+			fi, err := os.Stat(root)
+			if err != nil {
+				return fmt.Errorf("blob store: %w", err)
+			}
+			if !fi.IsDir() {
+				return fmt.Errorf("blob store: %s is not a directory", root)
+			}
+			return nil
+		}
+	}
+	return func(context.Context) error { return nil }
 }

@@ -182,7 +182,7 @@ func (e *Edge) openBackends(ctx context.Context, edgeID string) (queue.Options, 
 	if e.store, err = wiring.OpenStore(ctx, cfg, e.log); err != nil {
 		return queue.Options{}, err
 	}
-	e.mon.SetCheck("store", monitor.StoreCheck(e.store))
+	e.mon.SetCheck("store", blob.ReadyCheck(e.store))
 	qo := wiring.QueueOptions(cfg, "sluice-edge", e.log)
 	if cfg.NATS.Embedded() {
 		qo.StoreDir = filepath.Join(cfg.DataDir, "nats", instanceName(cfg.Listen.String()))

@@ -5,9 +5,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/sluice-mail/sluice/internal/queue"
-	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
 // Metrics, all registered on the registry the caller passes (never the
@@ -120,41 +117,21 @@ func NewWorkerMetrics(reg prometheus.Registerer) *WorkerMetrics {
 	}
 	reg.MustRegister(m.jobs, m.filterSeconds, m.slotsBusy, m.slots)
 	// Every result shows from the start, at zero: rate() needs the series.
-	for _, r := range []string{ResultAccept, ResultReject, ResultDrop, ResultTempFail, ResultSkippedExpired, ResultSkippedInvalid} {
+	for _, r := range Results {
 		m.jobs.WithLabelValues(r)
 	}
 	return m
 }
 
-// Job counts a job that ended with verdict action a.
-func (m *WorkerMetrics) Job(a sluicev1.Verdict_Action) {
-	if m == nil {
-		return
-	}
-	r := ResultTempFail // an unknown action makes the edge answer 4xx
-	switch a {
-	case sluicev1.Verdict_ACTION_ACCEPT:
-		r = ResultAccept
-	case sluicev1.Verdict_ACTION_REJECT:
-		r = ResultReject
-	case sluicev1.Verdict_ACTION_DROP:
-		r = ResultDrop
-	}
-	m.jobs.WithLabelValues(r).Inc()
-}
+// Results lists the values of sluice_worker_jobs_total's result label.
+var Results = []string{ResultAccept, ResultReject, ResultDrop, ResultTempFail, ResultSkippedExpired, ResultSkippedInvalid}
 
-// JobSkipped counts a job ended without running, with the queue's reason
-// (queue.SkipExpired, or anything else: invalid). It has the
-// signature of queue.OnSkip's hook.
-func (m *WorkerMetrics) JobSkipped(reason string) {
-	if m == nil {
+// Job counts a job that ended with result, one of Results.
+func (m *WorkerMetrics) Job(result string) {
+	if m == nil || !slices.Contains(Results, result) {
 		return
 	}
-	if reason == queue.SkipExpired {
-		m.jobs.WithLabelValues(ResultSkippedExpired).Inc()
-		return
-	}
-	m.jobs.WithLabelValues(ResultSkippedInvalid).Inc()
+	m.jobs.WithLabelValues(result).Inc()
 }
 
 // FilterRan records one run of the FilterCommand.

@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,8 +28,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/sluice-mail/sluice/internal/blob"
 )
 
 // ReadyTimeout bounds one run of the readiness checks: a probe that hangs
@@ -259,27 +256,4 @@ func (s *Server) Ready(ctx context.Context) Readiness {
 		rd.Status = "not ready"
 	}
 	return rd
-}
-
-// StoreCheck is the readiness check of a blob store: its own Ready method
-// when it has one (S3: the bucket answers), else for a local directory
-// store that its root is still a directory.
-func StoreCheck(store blob.Store) func(context.Context) error {
-	if r, ok := store.(interface{ Ready(context.Context) error }); ok {
-		return r.Ready
-	}
-	if fs, ok := store.(interface{ Root() string }); ok {
-		root := fs.Root()
-		return func(context.Context) error {
-			fi, err := os.Stat(root)
-			if err != nil {
-				return fmt.Errorf("blob store: %w", err)
-			}
-			if !fi.IsDir() {
-				return fmt.Errorf("blob store: %s is not a directory", root)
-			}
-			return nil
-		}
-	}
-	return func(context.Context) error { return nil }
 }

@@ -121,7 +121,7 @@ func TestReadyz(t *testing.T) {
 	}
 	s := start(t, map[string]func(context.Context) error{
 		"queue": q.Ready,
-		"store": monitor.StoreCheck(store),
+		"store": blob.ReadyCheck(store),
 	})
 
 	code, rd := ready(t, s)
@@ -454,8 +454,7 @@ func TestEdgeMetrics(t *testing.T) {
 		t.Errorf("nil Shutdown: %v", err)
 	}
 	var nw *monitor.WorkerMetrics
-	nw.Job(sluicev1.Verdict_ACTION_ACCEPT)
-	nw.JobSkipped(queue.SkipExpired)
+	nw.Job(monitor.ResultAccept)
 	nw.FilterRan(time.Second)
 	nw.Busy(1)
 	nw.AddSlots(1)
@@ -471,7 +470,7 @@ func ExampleStart() {
 		panic(err)
 	}
 	defer s.Shutdown(context.Background())
-	metrics.Job(sluicev1.Verdict_ACTION_ACCEPT)
+	metrics.Job(monitor.ResultAccept)
 
 	resp, err := http.Get("http://" + s.Addr().String() + "/readyz")
 	if err != nil {

@@ -64,7 +64,7 @@ func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt ui
 	if v, err := record.Load(ctx, w.Store, job); err == nil {
 		log.Info("verdict already recorded; not filtering again",
 			"action", v.GetAction(), "status", v.GetStatus(), "by", v.GetWorkerId())
-		w.Metrics.Job(v.GetAction())
+		w.Metrics.Job(jobResult(v.GetAction()))
 		return v
 	} else if !errors.Is(err, blob.ErrNotFound) {
 		log.Warn("cannot read an earlier verdict record; filtering", "key", job.GetRecordKey(), "err", err)
@@ -83,7 +83,7 @@ func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt ui
 		"size", v.DeliverSize, "duration", v.Finished.AsTime().Sub(started).Round(time.Millisecond))
 
 	w.record(ctx, job, v, log)
-	w.Metrics.Job(v.Action)
+	w.Metrics.Job(jobResult(v.Action))
 	return v
 }
 
@@ -203,6 +203,29 @@ func VerdictOf(res filter.Result) (*sluicev1.Verdict, error) {
 	return v, nil
 }
 
+// jobResult is the metrics' word for a job that ended with action a. An
+// unknown action makes the edge answer 4xx: a temporary failure.
+func jobResult(a sluicev1.Verdict_Action) string {
+	switch a {
+	case sluicev1.Verdict_ACTION_ACCEPT:
+		return monitor.ResultAccept
+	case sluicev1.Verdict_ACTION_REJECT:
+		return monitor.ResultReject
+	case sluicev1.Verdict_ACTION_DROP:
+		return monitor.ResultDrop
+	}
+	return monitor.ResultTempFail
+}
+
+// skipResult is the metrics' word for a job the queue ended without
+// running it, for reason.
+func skipResult(reason string) string {
+	if reason == queue.SkipExpired {
+		return monitor.ResultSkippedExpired
+	}
+	return monitor.ResultSkippedInvalid
+}
+
 // errNotDelivered aborts the Put of a filter output nobody will deliver.
 var errNotDelivered = errors.New("filter output not delivered")
 
@@ -243,7 +266,7 @@ func Run(ctx context.Context, q *queue.Queue, w *Worker, slots int) error {
 	if w.Metrics != nil {
 		w.Metrics.AddSlots(slots)
 		defer w.Metrics.AddSlots(-slots)
-		opts = append(opts, queue.OnSkip(w.Metrics.JobSkipped))
+		opts = append(opts, queue.OnSkip(func(reason string) { w.Metrics.Job(skipResult(reason)) }))
 	}
 	err := q.Consume(ctx, slots, w.Handle, opts...)
 	w.records.Wait()

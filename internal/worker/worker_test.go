@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
@@ -424,4 +425,27 @@ func TestVerdictDoesNotWaitForAHungRecord(t *testing.T) {
 	close(held.release)
 	w.records.Wait()
 	checkRecord(t, store, job, v)
+}
+
+// Every verdict and every skip is counted under its own result, and only
+// under one of the metric's fixed values.
+func TestMetricResults(t *testing.T) {
+	for a, want := range map[sluicev1.Verdict_Action]string{
+		sluicev1.Verdict_ACTION_ACCEPT:      monitor.ResultAccept,
+		sluicev1.Verdict_ACTION_REJECT:      monitor.ResultReject,
+		sluicev1.Verdict_ACTION_DROP:        monitor.ResultDrop,
+		sluicev1.Verdict_ACTION_TEMPFAIL:    monitor.ResultTempFail,
+		sluicev1.Verdict_ACTION_UNSPECIFIED: monitor.ResultTempFail,
+		sluicev1.Verdict_Action(42):         monitor.ResultTempFail,
+	} {
+		if got := jobResult(a); got != want {
+			t.Errorf("jobResult(%v) = %q, want %q", a, got, want)
+		}
+	}
+	if got := skipResult(queue.SkipExpired); got != monitor.ResultSkippedExpired {
+		t.Errorf("skipResult(expired) = %q", got)
+	}
+	if got := skipResult(queue.SkipInvalid); got != monitor.ResultSkippedInvalid {
+		t.Errorf("skipResult(invalid) = %q", got)
+	}
 }
