@@ -14,17 +14,22 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/monitor"
-	"github.com/sluice-mail/sluice/internal/queue"
 	"github.com/sluice-mail/sluice/internal/record"
 	"github.com/sluice-mail/sluice/internal/session"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
+// Submitter publishes a filter job and waits for its verdict;
+// *queue.Submitter is one, over NATS.
+type Submitter interface {
+	Submit(ctx context.Context, job *sluicev1.FilterJob) (*sluicev1.Verdict, error)
+}
+
 // pipeline is the edge's side of the message path: the body into the blob
 // store, a job onto the queue, the verdict back.
 type pipeline struct {
 	store      blob.Store
-	sub        *queue.Submitter
+	sub        Submitter
 	edgeID     string
 	jobTimeout time.Duration // from the final dot to the reply
 	storeIdle  time.Duration // TimeOut: the longest the store may stop reading a body before its final dot; 0 = no limit

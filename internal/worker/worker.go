@@ -257,9 +257,15 @@ func (w *Worker) storeRecord(ctx context.Context, job *sluicev1.FilterJob, v *sl
 	return record.Write(ctx, w.Store, job, v)
 }
 
+// Consumer hands jobs to a handler, at most slots at a time, until ctx
+// ends; *queue.Queue is one, over NATS JetStream.
+type Consumer interface {
+	Consume(ctx context.Context, slots int, h queue.Handler, opts ...queue.ConsumeOption) error
+}
+
 // Run consumes jobs with slots filters at most running at once until ctx
 // is done, then waits for the running ones.
-func Run(ctx context.Context, q *queue.Queue, w *Worker, slots int) error {
+func Run(ctx context.Context, q Consumer, w *Worker, slots int) error {
 	log := w.log()
 	log.Info("worker started", "worker", w.ID, "slots", slots, "filter", w.Filter != nil)
 	var opts []queue.ConsumeOption

@@ -449,3 +449,53 @@ func TestMetricResults(t *testing.T) {
 		t.Errorf("skipResult(invalid) = %q", got)
 	}
 }
+
+// jobList is a Consumer without NATS: it hands its jobs to the handler,
+// slots at a time, and keeps the verdicts.
+type jobList struct {
+	jobs     []*sluicev1.FilterJob
+	verdicts chan *sluicev1.Verdict
+}
+
+func (l *jobList) Consume(ctx context.Context, slots int, h queue.Handler, _ ...queue.ConsumeOption) error {
+	sem := make(chan struct{}, slots)
+	for _, job := range l.jobs {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			l.verdicts <- h(ctx, job, 1)
+		}()
+	}
+	for range slots {
+		sem <- struct{}{}
+	}
+	return nil
+}
+
+// Run drives a worker through any Consumer: the worker can be tested and
+// changed without a NATS server.
+func TestRunWithAConsumer(t *testing.T) {
+	w, store := newWorker(t, `cat; echo "X-Seen: yes"`)
+	l := &jobList{verdicts: make(chan *sluicev1.Verdict, 3)}
+	for _, id := range []string{"m1", "m2", "m3"} {
+		l.jobs = append(l.jobs, newJob(t, store, id, body))
+	}
+	if err := Run(t.Context(), l, w, 2); err != nil {
+		t.Fatal(err)
+	}
+	close(l.verdicts)
+	seen := map[string]bool{}
+	for v := range l.verdicts {
+		if v.Action != sluicev1.Verdict_ACTION_ACCEPT {
+			t.Errorf("verdict %v", v)
+			continue
+		}
+		seen[v.MessageId] = true
+		if got, err := read(t, store, v.DeliverKey); err != nil || !strings.HasSuffix(got, "X-Seen: yes\n") {
+			t.Errorf("%s: delivered %q, %v", v.MessageId, got, err)
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("verdicts for %v, want m1, m2 and m3", seen)
+	}
+}
