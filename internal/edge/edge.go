@@ -79,6 +79,11 @@ type Edge struct {
 // Start brings every part up and listens once the edge can filter: NATS,
 // the store and (in the single-process default) the workers are ready.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, error) {
+	return start(ctx, cfg, log, listen)
+}
+
+// start is Start with the function that opens the listener.
+func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen func(config.Address) (net.Listener, error)) (*Edge, error) {
 	e := &Edge{cfg: cfg, log: log, sessions: map[*session.Session]struct{}{}, perIP: map[netip.Addr]int{},
 		listenerDone: make(chan struct{})}
 	e.sessionCtx, e.stopSessions = context.WithCancel(context.Background())
