@@ -174,57 +174,7 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	// Each message gets a one-slot channel, queued in listing order before
-	// it is handed to a filter slot; the loop below reads them in that
-	// order, so the report keeps the order while n filters run.
-	type task struct {
-		m   entry
-		out chan Result
-	}
-	tasks := make(chan task)
-	order := make(chan chan Result, n)
-	var slots sync.WaitGroup
-	for range n {
-		slots.Go(func() {
-			for t := range tasks {
-				t.out <- r.one(runCtx, t.m)
-			}
-		})
-	}
-	listed := make(chan error, 1)
-	go func() {
-		defer close(order)
-		defer close(tasks)
-		replayed := 0
-		listed <- listMessages(runCtx, r.store, o.Since, o.Until, func(m entry) error {
-			out := make(chan Result, 1)
-			select {
-			case order <- out:
-			case <-runCtx.Done():
-				return runCtx.Err()
-			}
-			switch {
-			case !m.record:
-				out <- m.skipped(blob.RecordName)
-				return nil
-			case !m.message:
-				out <- m.skipped(blob.MessageName)
-				return nil
-			}
-			select {
-			case tasks <- task{m, out}:
-			case <-runCtx.Done():
-				out <- m.failed(runCtx.Err())
-				return runCtx.Err()
-			}
-			if replayed++; o.Limit > 0 && replayed >= o.Limit {
-				return errStop
-			}
-			return nil
-		})
-	}()
-
+	order, wait := r.dispatch(runCtx, o, n)
 	log.Info("replay started", "since", dayString(o.Since), "until", dayString(o.Until),
 		"filter", fmt.Sprint(o.Filter), "concurrency", n, "limit", o.Limit)
 	started := time.Now()
@@ -247,8 +197,7 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 				"skipped", sum.Skipped, "errors", sum.Errors, "day", res.Day)
 		}
 	}
-	slots.Wait()
-	err := <-listed
+	err := wait()
 	switch {
 	case reportErr != nil:
 		err = fmt.Errorf("replay: report: %w", reportErr)
@@ -262,6 +211,74 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 	log.Info("replay finished", "messages", sum.Messages, "same", sum.Same, "changed", sum.Changed,
 		"skipped", sum.Skipped, "errors", sum.Errors, "duration", time.Since(started).Round(time.Millisecond), "err", err)
 	return sum, err
+}
+
+// task is one message on its way to a filter slot, with the channel its
+// result comes back on.
+type task struct {
+	m   entry
+	out chan Result
+}
+
+// dispatch lists the messages and hands them to n filter slots. Each
+// message gets a one-slot result channel, queued on order in listing
+// order before the message goes to a slot: reading them in that order
+// keeps the report in order while n filters run. wait returns the
+// listing's error once every slot is done.
+func (r *runner) dispatch(ctx context.Context, o Options, n int) (order <-chan chan Result, wait func() error) {
+	tasks := make(chan task)
+	ordered := make(chan chan Result, n)
+	var slots sync.WaitGroup
+	for range n {
+		slots.Go(func() {
+			for t := range tasks {
+				t.out <- r.one(ctx, t.m)
+			}
+		})
+	}
+	listed := make(chan error, 1)
+	go func() {
+		defer close(ordered)
+		defer close(tasks)
+		listed <- r.queue(ctx, o, ordered, tasks)
+	}()
+	return ordered, func() error {
+		slots.Wait()
+		return <-listed
+	}
+}
+
+// queue lists the messages of o's days and queues each: a result channel
+// on order, then the message on tasks, or at once its result when it
+// cannot be replayed. It returns errStop after o.Limit messages.
+func (r *runner) queue(ctx context.Context, o Options, order chan<- chan Result, tasks chan<- task) error {
+	replayed := 0
+	return listMessages(ctx, r.store, o.Since, o.Until, func(m entry) error {
+		out := make(chan Result, 1)
+		select {
+		case order <- out:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		switch {
+		case !m.record:
+			out <- m.skipped(blob.RecordName)
+			return nil
+		case !m.message:
+			out <- m.skipped(blob.MessageName)
+			return nil
+		}
+		select {
+		case tasks <- task{m, out}:
+		case <-ctx.Done():
+			out <- m.failed(ctx.Err())
+			return ctx.Err()
+		}
+		if replayed++; o.Limit > 0 && replayed >= o.Limit {
+			return errStop
+		}
+		return nil
+	})
 }
 
 // entry is one message directory found by the listing.
