@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net/netip"
 	"net/url"
 	"os"
@@ -471,17 +470,7 @@ func (l *loader) build(c *Config) {
 		l.fail("tempdirectory", "invalid setting: TempDirectory")
 	}
 	c.TimeOut = l.seconds("timeout", false)
-	tp := strings.ToLower(strings.Trim(l.text("transparentproxy"), cSpace))
-	switch b, isBool := parseBool(tp); {
-	case tp == "client" || tp == "full":
-		c.TransparentProxy = Transparent(tp)
-	case isBool && b:
-		c.TransparentProxy = TransparentClient
-	case isBool:
-		c.TransparentProxy = TransparentOff
-	default:
-		l.fail("transparentproxy", "invalid value for TransparentProxy")
-	}
+	c.TransparentProxy = l.transparent()
 	c.User = strings.Trim(l.text("user"), cSpace)
 	if b, ok := parseBool(l.text("xclient")); ok {
 		c.XClient = b
@@ -489,7 +478,29 @@ func (l *loader) build(c *Config) {
 		l.fail("xclient", "invalid value for XClient")
 	}
 	c.PidFile = strings.Trim(l.text("pidfile"), cSpace)
+	l.checkProxsmtpd(c)
+	l.buildSluice(c)
+}
 
+// transparent reads TransparentProxy: client, full, or a boolean (on is
+// client), as proxsmtpd does.
+func (l *loader) transparent() Transparent {
+	tp := strings.ToLower(strings.Trim(l.text("transparentproxy"), cSpace))
+	switch b, isBool := parseBool(tp); {
+	case tp == "client" || tp == "full":
+		return Transparent(tp)
+	case isBool && b:
+		return TransparentClient
+	case isBool:
+		return TransparentOff
+	}
+	l.fail("transparentproxy", "invalid value for TransparentProxy")
+	return ""
+}
+
+// checkProxsmtpd refuses what proxsmtpd's options ask for that the edge
+// cannot do, with proxsmtpd's words.
+func (l *loader) checkProxsmtpd(c *Config) {
 	if c.TransparentProxy != TransparentOff && l.role == Edge {
 		l.fail("transparentproxy", "TransparentProxy: not supported yet")
 	}
@@ -502,11 +513,24 @@ func (l *loader) build(c *Config) {
 	if l.role == Edge && c.OutAddress.Network != "" && c.OutAddress == c.Listen {
 		l.warn(fmt.Sprintf("OutAddress %s is the Listen address %s: mail would loop", c.OutAddress, c.Listen))
 	}
-
-	l.buildSluice(c)
 }
 
+// buildSluice reads sluice's own settings: those the table describes
+// whole, then, section by section, those that depend on others.
 func (l *loader) buildSluice(c *Config) {
+	l.readPlain(c)
+	l.buildHost(c)
+	l.buildLimits(c)
+	l.buildFilter(c)
+	l.buildNATS(c)
+	l.buildJobTimeout(c)
+	l.buildStore(c)
+	l.buildWorker(c)
+	l.checkSystem(c)
+}
+
+// buildHost reads the names the edge goes by and where it keeps state.
+func (l *loader) buildHost(c *Config) {
 	if c.Hostname = l.text("hostname"); c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || checkHostname(h) != nil {
@@ -521,41 +545,32 @@ func (l *loader) buildSluice(c *Config) {
 		c.DataDir = defaultDataDir(systemDataDir, l.env, os.TempDir(), os.Getuid())
 	}
 	c.DataDir = l.absPath("data_dir", c.DataDir)
-	c.MaxMessageSize = l.size("max_message_size")
-	switch strings.ToLower(strings.TrimSpace(l.text("bare_line_endings"))) {
-	case "normalise", "normalize":
-		c.BareLineEndings = LineEndingsNormalise
-	case "reject":
-		c.BareLineEndings = LineEndingsReject
-	default:
-		l.failf("bare_line_endings", "must be normalise or reject, not %q", l.text("bare_line_endings"))
-	}
-	c.Retention = l.duration("retention")
-	c.DrainTimeout = l.duration("drain_timeout")
-	switch strings.ToLower(strings.TrimSpace(l.text("log_format"))) {
-	case "text":
-		c.LogFormat = LogText
-	case "json":
-		c.LogFormat = LogJSON
-	default:
-		l.failf("log_format", "must be text or json, not %q", l.text("log_format"))
-	}
-	if c.HTTPListen = strings.TrimSpace(l.text("http_listen")); c.HTTPListen != "" {
-		if err := checkHostPort(c.HTTPListen); err != nil {
-			l.failf("http_listen", "%v", err)
-		}
-	}
+}
 
-	l.buildLimits(c)
-	l.buildFilter(c)
+// buildLimits reads the per-client limit, half of MaxConnections unless
+// set.
+func (l *loader) buildLimits(c *Config) {
+	if l.explicit("max_connections_per_client") {
+		c.Limits.PerClient = l.integer("max_connections_per_client", 0, 10239)
+	} else {
+		c.Limits.PerClient = (c.MaxConnections + 1) / 2
+	}
+}
 
+// buildFilter reads the filter's output limit, max_message_size unless
+// set.
+func (l *loader) buildFilter(c *Config) {
+	if l.explicit("filter.max_output_size") {
+		c.Filter.MaxOutputSize = l.size("filter.max_output_size")
+	} else {
+		c.Filter.MaxOutputSize = c.MaxMessageSize
+	}
+}
+
+// buildNATS reads the NATS settings that depend on others: the embedded
+// server's port, the redelivery delay, and authentication.
+func (l *loader) buildNATS(c *Config) {
 	n := &c.NATS
-	n.URLs = splitList(l.text("nats.url"))
-	for _, u := range n.URLs {
-		if err := checkNATSURL(u); err != nil {
-			l.failf("nats.url", "%v", err)
-		}
-	}
 	if n.Listen = strings.TrimSpace(l.text("nats.listen")); n.Listen != "" {
 		if err := checkHostPort(n.Listen); err != nil {
 			l.failf("nats.listen", "%v", err)
@@ -564,17 +579,8 @@ func (l *loader) buildSluice(c *Config) {
 			l.warn("nats.listen is ignored: nats.url names an external server")
 		}
 	}
-	n.Stream = l.checked("nats.stream", checkName)
-	n.Subject = l.checked("nats.subject", checkSubject)
-	n.Consumer = l.checked("nats.consumer", checkName)
-	n.VerdictPrefix = l.checked("nats.verdict_prefix", checkSubject)
 	if subjectsOverlap(n.Subject, n.VerdictPrefix) {
 		l.failf("nats.verdict_prefix", "must not overlap nats.subject (%s)", n.Subject)
-	}
-	n.Replicas = l.integer("nats.replicas", 1, 5)
-	n.MaxAge = l.duration("nats.max_age")
-	if n.MaxAge == 0 {
-		l.failf("nats.max_age", "must be positive")
 	}
 	if l.explicit("nats.ack_wait") {
 		n.AckWait = l.duration("nats.ack_wait")
@@ -584,10 +590,6 @@ func (l *loader) buildSluice(c *Config) {
 	} else {
 		n.AckWait = c.FilterTimeout + 30*time.Second
 	}
-	n.MaxDeliver = l.integer("nats.max_deliver", 1, math.MaxInt32)
-	n.User = l.text("nats.user")
-	n.Password = l.text("nats.password")
-	n.Token = l.text("nats.token")
 	if n.Password != "" && n.User == "" {
 		l.failf("nats.password", "set without nats.user")
 	}
@@ -601,16 +603,15 @@ func (l *loader) buildSluice(c *Config) {
 			"anyone who reaches it reads every job and can answer verdicts; set nats.user and nats.password, "+
 			"or nats.token, or listen on a loopback address (127.0.0.1:PORT, [::1]:PORT)", n.Listen)
 	}
-	n.NKeyFile = l.file("nats.nkey_file")
-	n.CredsFile = l.file("nats.creds_file")
-	n.TLSCA = l.file("nats.tls_ca")
-	n.TLSCert = l.file("nats.tls_cert")
-	n.TLSKey = l.file("nats.tls_key")
 	if (n.TLSCert == "") != (n.TLSKey == "") {
 		l.failf("nats.tls_cert", "nats.tls_cert and nats.tls_key go together")
 	}
+}
 
-	// The budget: FilterTimeout < nats.ack_wait < job_timeout < 10m.
+// buildJobTimeout reads job_timeout and checks the budget: FilterTimeout
+// < nats.ack_wait < job_timeout < 10m.
+func (l *loader) buildJobTimeout(c *Config) {
+	n := &c.NATS
 	if l.explicit("job_timeout") {
 		c.JobTimeout = l.duration("job_timeout")
 		switch {
@@ -631,7 +632,11 @@ func (l *loader) buildSluice(c *Config) {
 	if l.err == nil && n.MaxAge <= c.JobTimeout {
 		l.failf("nats.max_age", "must be greater than job_timeout (%s)", c.JobTimeout)
 	}
+}
 
+// buildStore reads the store's type, directory, endpoint, region and
+// credentials, which have derived defaults.
+func (l *loader) buildStore(c *Config) {
 	s := &c.Store
 	s.S3.Endpoint = strings.TrimSpace(l.text("store.s3.endpoint"))
 	switch t := strings.ToLower(strings.TrimSpace(l.text("store.type"))); t {
@@ -657,7 +662,6 @@ func (l *loader) buildSluice(c *Config) {
 			l.failf("store.s3.endpoint", "%v", err)
 		}
 	}
-	s.S3.Bucket = l.checked("store.s3.bucket", checkBucket)
 	s.S3.Region = strings.TrimSpace(l.textOr("store.s3.region", "AWS_REGION", "AWS_DEFAULT_REGION"))
 	if s.S3.Region == "" {
 		s.S3.Region = "us-east-1"
@@ -670,14 +674,13 @@ func (l *loader) buildSluice(c *Config) {
 	if s.Type == StoreS3 && (s.S3.AccessKey == "") != (s.S3.SecretKey == "") {
 		l.failf("store.s3.access_key", "store.s3.access_key and store.s3.secret_key go together")
 	}
-	s.S3.TLS = l.boolean("store.s3.tls")
-	s.S3.PathStyle = l.boolean("store.s3.path_style")
-	s.S3.CreateBucket = l.boolean("store.s3.create_bucket")
-	s.S3.PartSize = l.size("store.s3.part_size")
 	if l.err == nil && (s.S3.PartSize < 5<<20 || s.S3.PartSize > 5<<30) {
 		l.failf("store.s3.part_size", "must be between 5MiB and 5GiB")
 	}
+}
 
+// buildWorker reads worker.slots, whose default depends on the role.
+func (l *loader) buildWorker(c *Config) {
 	w := &c.Worker
 	minSlots := 0
 	if l.role == Worker {
@@ -686,11 +689,15 @@ func (l *loader) buildSluice(c *Config) {
 	switch {
 	case l.explicit("worker.slots"):
 		w.Slots = l.integer("worker.slots", minSlots, 1<<16)
-	case l.role == Worker || n.Embedded():
+	case l.role == Worker || c.NATS.Embedded():
 		w.Slots = max(2, runtime.NumCPU())
 	}
+}
 
-	// Whole-system checks, so that no message meets them first.
+// checkSystem checks the whole system, so that no message meets a
+// misconfiguration first.
+func (l *loader) checkSystem(c *Config) {
+	n, w, s := &c.NATS, &c.Worker, &c.Store
 	if l.role == Worker && n.Embedded() {
 		l.failf("nats.url", "required for the worker (the embedded NATS server lives in the edge)")
 	}
@@ -708,52 +715,6 @@ func (l *loader) buildSluice(c *Config) {
 		if err := checkWritableDir(c.TempDirectory); err != nil {
 			l.warn("TempDirectory: " + err.Error() + "; filter runs will fail with 451 until it is usable")
 		}
-	}
-}
-
-// buildLimits reads what one client may cost the edge.
-func (l *loader) buildLimits(c *Config) {
-	lim := &c.Limits
-	lim.RecipientLimit = l.integer("recipient_limit", 1, 100000)
-	lim.HardErrorLimit = l.integer("hard_error_limit", 1, 1000)
-	lim.RejectEarlyTalkers = l.boolean("reject_early_talkers")
-	switch v := strings.ToLower(strings.TrimSpace(l.text("nul_bytes"))); v {
-	case "reject", "keep":
-		lim.NULBytes = NULBytes(v)
-	default:
-		l.failf("nul_bytes", "must be reject or keep, not %q", l.text("nul_bytes"))
-	}
-	lim.CommandDeadline = l.duration("command_deadline")
-	if lim.CommandDeadline <= 0 {
-		l.failf("command_deadline", "must be positive")
-	}
-	lim.DataDeadline = l.duration("data_deadline")
-	if lim.DataDeadline <= 0 {
-		l.failf("data_deadline", "must be positive")
-	}
-	lim.DataMinRate = l.size("data_min_rate")
-	if l.explicit("max_connections_per_client") {
-		lim.PerClient = l.integer("max_connections_per_client", 0, 10239)
-	} else {
-		lim.PerClient = (c.MaxConnections + 1) / 2
-	}
-	lim.PerClientExempt = l.prefixes("client_limit_exceptions")
-	c.XForward.Trusted = l.prefixes("xforward.trusted")
-}
-
-// buildFilter reads what a worker applies around the FilterCommand.
-func (l *loader) buildFilter(c *Config) {
-	f := &c.Filter
-	for _, name := range splitList(l.text("filter.env_allow")) {
-		if err := checkEnvPattern(name); err != nil {
-			l.failf("filter.env_allow", "%v", err)
-		}
-		f.EnvAllow = append(f.EnvAllow, name)
-	}
-	if l.explicit("filter.max_output_size") {
-		f.MaxOutputSize = l.size("filter.max_output_size")
-	} else {
-		f.MaxOutputSize = c.MaxMessageSize
 	}
 }
 
