@@ -2,14 +2,21 @@
 # Runs the team's proxsmtpd differential oracle (../shared/compat) against
 # an edge binary: `compare` on the scenarios where sluice must behave like
 # proxsmtpd 1.10, `expect` where it must do better. Exit status 1 if either
-# fails.
+# fails. The oracle lives outside the repository (SLUICE_COMPAT_DIR,
+# default ../shared/compat); without it the check is skipped with a
+# notice, unless SLUICE_COMPAT_REQUIRED=1 (CI sets it where the oracle is).
+# docs/behaviour.md says what the edge does and where it differs.
 set -uo pipefail
 edge=${1:?usage: compat.sh /path/to/edge}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 compat=${SLUICE_COMPAT_DIR:-$here/../shared/compat}
 if [ ! -x "$compat/oracle.py" ]; then
-  echo "compat: no oracle at $compat (set SLUICE_COMPAT_DIR)" >&2
-  exit 1
+  if [ "${SLUICE_COMPAT_REQUIRED:-0}" = 1 ]; then
+    echo "compat: no oracle at $compat (set SLUICE_COMPAT_DIR)" >&2
+    exit 1
+  fi
+  echo "compat: oracle not found at $compat; skipped (set SLUICE_COMPAT_DIR, or SLUICE_COMPAT_REQUIRED=1 to fail instead)" >&2
+  exit 0
 fi
 cd "$compat"
 rc=0

@@ -10,9 +10,9 @@ import (
 
 const authPlain = "AUTH PLAIN AGFsaWNlAHNlY3JldA=="
 
-// B48, B49: with Skip: authenticated, a client the upstream answered 235
+// behaviour.md#auth: with Skip: authenticated, a client the upstream answered 235
 // to sends its DATA straight to the upstream: the upstream's 354, no
-// filter, no Header; the end-of-data rules still hold (COMPAT 1).
+// filter, no Header; the end-of-data rules still hold (behaviour.md#data).
 func TestSkipAuthenticated(t *testing.T) {
 	t.Parallel()
 	f := newFilter(t, `cat "$d/input"`)
@@ -45,7 +45,7 @@ func TestSkipAuthenticated(t *testing.T) {
 		{name: "authenticated for the rest of the connection", steps: cat([]step{s(authPlain, smtptest.ReplyAuthOK)}, skipped(msg1, qd1), skipped(msg2, qd2)),
 			up:        []string{authPlain + "\r\n", cMAIL, cRCPT, cDATA, cMAIL, cRCPT, cDATA},
 			delivered: []smtptest.Transaction{txn(msg1), txn(msg2)}, check: none},
-		// COMPAT 1 on the skip path: normalised, stuffing kept, one message (n05).
+		// behaviour.md#data on the skip path: normalised, stuffing kept, one message (n05).
 		{name: "bare LF normalised", steps: cat([]step{s(authPlain, smtptest.ReplyAuthOK)}, skipped("Subject: lf\n\nline1\r\n..dot\r\n", qd1)),
 			up: []string{authPlain + "\r\n", cMAIL, cRCPT, cDATA}, delivered: []smtptest.Transaction{txn("Subject: lf\r\n\r\nline1\r\n..dot\r\n")}, check: none},
 		{name: "n05 smuggling", steps: cat([]step{s(authPlain, smtptest.ReplyAuthOK)}, skipped(smuggle, qd1), []step{s("NOOP", smtptest.ReplyNoop)}),
@@ -63,7 +63,7 @@ func TestSkipAuthenticated(t *testing.T) {
 	})
 }
 
-// B48 (n03): an AUTH the upstream refuses does not authenticate.
+// behaviour.md#auth (n03): an AUTH the upstream refuses does not authenticate.
 func TestSkipAuthRefused(t *testing.T) {
 	t.Parallel()
 	f := newFilter(t, `cat "$d/input"`)
@@ -72,7 +72,7 @@ func TestSkipAuthRefused(t *testing.T) {
 		up: []string{authPlain + "\r\n", cMAIL, cRCPT, cDATA}, delivered: []smtptest.Transaction{txn(msg1)}, check: inputIs(msg1)}})
 }
 
-// B49 (n04): Skip: authenticated with FilterType reject: an authenticated
+// behaviour.md#auth (n04): Skip: authenticated with FilterType reject: an authenticated
 // client may send; others may not.
 func TestSkipAuthWithRejectType(t *testing.T) {
 	t.Parallel()

@@ -8,7 +8,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/smtptest"
 )
 
-// B10: the upstream offers every extension; the client sees all but
+// behaviour.md#ehlo: the upstream offers every extension; the client sees all but
 // PIPELINING, STARTTLS, CHUNKING, BINARYMIME, CHECKPOINT, XCLIENT and
 // XEXCH50, in order, and the last line is marked as last even though the
 // upstream's last one (XEXCH50) was dropped (g01).
@@ -41,7 +41,7 @@ func TestEHLOFiltering(t *testing.T) {
 	}
 }
 
-// One dialog per protocol edge of the command relay (B9, B12-B17, B22).
+// One dialog per protocol edge of the command relay (behaviour.md#ehlo, #commands, #data).
 func TestCommands(t *testing.T) {
 	t.Parallel()
 	h := start(t, smtptest.Config{Rules: []smtptest.Rule{
@@ -57,12 +57,12 @@ func commandDialogs() []dialog {
 	long4221 := "NOOP " + strings.Repeat("x", 4214)
 	long4222 := "NOOP " + strings.Repeat("x", 4215)
 	return []dialog{
-		// B9: EHLO and HELO forwarded unchanged; the first line is the edge's.
+		// behaviour.md#ehlo: EHLO and HELO forwarded unchanged; the first line is the edge's.
 		{name: "B9 HELO", noEHLO: true, steps: []step{s("HELO client.example", "250 "+edgeHost)}, up: []string{"HELO client.example\r\n"}},
 		{name: "B9 EHLO twice", steps: []step{s("EHLO again.example", ehloRepl)}, up: []string{"EHLO again.example\r\n"}},
 		{name: "B9 EHLO refused relayed", noEHLO: true, steps: []step{s("EHLO bad.example", "550 5.7.1 upstream: go away"),
 			s("EHLO client.example", ehloRepl)}, up: []string{"EHLO bad.example\r\n", cEHLO}},
-		// B12: everything else is relayed byte for byte, replies verbatim.
+		// behaviour.md#commands: everything else is relayed byte for byte, replies verbatim.
 		{name: "g05 VRFY HELP NOOP unknown", steps: []step{
 			s("VRFY bob", smtptest.ReplyVrfy),
 			s("HELP", "214-2.0.0 upstream: help line one | 214 2.0.0 upstream: help end"),
@@ -75,7 +75,7 @@ func commandDialogs() []dialog {
 		{name: "B12 RSET relayed", steps: []step{s("RSET", smtptest.ReplyReset)}, up: []string{cRSET}},
 		{name: "B12 ETRN and EXPN relayed", steps: []step{s("ETRN example.com", smtptest.ReplyUnknown), s("EXPN list", smtptest.ReplyUnknown)},
 			up: []string{"ETRN example.com\r\n", "EXPN list\r\n"}},
-		// B13: STARTTLS and BDAT refused, never relayed; the session goes on.
+		// behaviour.md#commands: STARTTLS and BDAT refused, never relayed; the session goes on.
 		{name: "g02 STARTTLS", steps: []step{s("STARTTLS", "!502 "), s("NOOP", smtptest.ReplyNoop)}, up: []string{cNOOP}},
 		{name: "g02 starttls lower case", steps: []step{s("starttls", "!502 "), s("NOOP", smtptest.ReplyNoop)}, up: []string{cNOOP}},
 		{name: "g03 BDAT", steps: []step{
@@ -84,10 +84,10 @@ func commandDialogs() []dialog {
 			s("BDAT 12 LAST", "!502 "),
 			s("RSET", smtptest.ReplyReset),
 		}, up: []string{cMAIL, cRCPT, cRSET}, delivered: []smtptest.Transaction{}},
-		// B14: a client may not send XCLIENT.
+		// behaviour.md#commands: a client may not send XCLIENT.
 		{name: "g04 XCLIENT", steps: []step{s("XCLIENT ADDR=192.0.2.20 NAME=spoof.example", "!554 "), s("NOOP", smtptest.ReplyNoop)},
 			up: []string{cNOOP}},
-		// B15: 4221 bytes with CRLF are relayed, 4222 refused; in step after.
+		// behaviour.md#commands: 4221 bytes with CRLF are relayed, 4222 refused; in step after.
 		{name: "i03 4221-byte line relayed", steps: []step{s(long4221, smtptest.ReplyNoop)}, up: []string{long4221 + "\r\n"}},
 		{name: "i03 4222-byte line refused", steps: []step{s(long4222, "!500 "), s("NOOP", smtptest.ReplyNoop)}, up: []string{cNOOP}},
 		{name: "i01 1500-byte line relayed", steps: []step{s("NOOP "+strings.Repeat("x", 1500), smtptest.ReplyNoop)},
@@ -100,16 +100,16 @@ func commandDialogs() []dialog {
 			s("MAIL FROM:<"+strings.Repeat("a", 5000)+"@example.com>", "!500 "),
 			s("DATA", "!503 "),
 		}},
-		// B16, COMPAT 3: NUL or a stray CR: 500, the line dropped whole.
+		// behaviour.md#commands, #data: NUL or a stray CR: 500, the line dropped whole.
 		{name: "i10 NUL", steps: []step{raw("NOOP a\x00b\r\n", "!500 "), s("NOOP", smtptest.ReplyNoop)}, up: []string{cNOOP}},
 		{name: "i10 NUL then bare LF", steps: []step{raw("NOOP a\x00b\n", "!500 "), s("NOOP", smtptest.ReplyNoop)}, up: []string{cNOOP}},
 		{name: "B16 bare CR", steps: []step{raw("NOOP a\rb\r\n", "!500 "), s("NOOP", smtptest.ReplyNoop)}, up: []string{cNOOP}},
 		{name: "B16 CR CR LF", steps: []step{raw("NOOP\r\r\n", "!500 "), s("NOOP", smtptest.ReplyNoop)}, up: []string{cNOOP}},
 		{name: "B16 CR-only line end", steps: []step{raw("RSET\rNOOP\r\n", "!500 "), s("NOOP", smtptest.ReplyNoop)}, up: []string{cNOOP}},
 		{name: "B16 NUL in MAIL", steps: []step{raw("MAIL FROM:<a\x00@example.com>\r\n", "!500 "), s("DATA", "!503 ")}},
-		// B12 (i11): a bare-LF command is relayed (as a CRLF line).
+		// behaviour.md#commands (i11): a bare-LF command is relayed (as a CRLF line).
 		{name: "i11 bare LF command", steps: []step{raw("NOOP\n", smtptest.ReplyNoop)}, up: []string{cNOOP}},
-		// B17, COMPAT 3: pipelining without PIPELINING: one command, one
+		// behaviour.md#commands, #data: pipelining without PIPELINING: one command, one
 		// reply, in order; no false 250.
 		{name: "g08 pipelined MAIL RCPT DATA", steps: []step{
 			raw("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n", smtptest.ReplySenderOK, smtptest.ReplyRcptOK, own354),
@@ -126,7 +126,7 @@ func commandDialogs() []dialog {
 		{name: "g08 pipelined with bad line in between", steps: []step{
 			raw("NOOP\r\nNOOP \x00\r\nVRFY x\r\n", smtptest.ReplyNoop, "!500 ", smtptest.ReplyVrfy),
 		}, up: []string{cNOOP, "VRFY x\r\n"}},
-		// B22: DATA is the first word in any case, with any argument.
+		// behaviour.md#data: DATA is the first word in any case, with any argument.
 		{name: "g06 data lower case", steps: []step{
 			s("MAIL FROM:<alice@example.com>", smtptest.ReplySenderOK),
 			s("RCPT TO:<bob@example.com>", smtptest.ReplyRcptOK),

@@ -9,7 +9,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/smtptest"
 )
 
-// B1, B2: the upstream is connected, and has greeted, before the client
+// behaviour.md#connection: the upstream is connected, and has greeted, before the client
 // is greeted; a single-line 220 becomes the edge's own.
 func TestGreetingAfterUpstream(t *testing.T) {
 	t.Parallel()
@@ -28,7 +28,7 @@ func TestGreetingAfterUpstream(t *testing.T) {
 	h.commands(t, cQUIT)
 }
 
-// B2, B3: how the upstream's greeting reaches the client.
+// behaviour.md#connection: how the upstream's greeting reaches the client.
 func TestGreetings(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -36,11 +36,11 @@ func TestGreetings(t *testing.T) {
 		greeting []string
 		want     string
 	}{
-		// B3 (quirk): a multi-line 220 may be rewritten consistently.
+		// behaviour.md#connection (quirk): a multi-line 220 may be rewritten consistently.
 		{"j04 multi-line 220 rewritten", []string{"220-upstream.example first line", "220 upstream.example second line"}, "220 " + edgeHost + " ESMTP"},
 		// "220" alone is a 220 greeting too.
 		{"bare 220", []string{"220"}, "220 " + edgeHost + " ESMTP"},
-		// B3: anything else passes verbatim and the session goes on.
+		// behaviour.md#connection: anything else passes verbatim and the session goes on.
 		{"j03 554 relayed", []string{"554 5.3.2 upstream: not accepting mail"}, "554 5.3.2 upstream: not accepting mail"},
 		{"421 relayed", []string{"421-4.3.2 upstream: busy", "421 4.3.2 upstream: come back later"}, "421-4.3.2 upstream: busy | 421 4.3.2 upstream: come back later"},
 	}
@@ -53,7 +53,7 @@ func TestGreetings(t *testing.T) {
 				t.Fatalf("greeting %q, expected %q", got, tc.want)
 			}
 			if strings.HasPrefix(tc.want, "421") {
-				// B53: the upstream is closing; so is the edge.
+				// behaviour.md#other: the upstream is closing; so is the edge.
 				c.ExpectEOF(5 * time.Second)
 				return
 			}
@@ -64,7 +64,7 @@ func TestGreetings(t *testing.T) {
 	}
 }
 
-// B4, COMPAT 7: nothing listens at OutAddress: 421 4.4.1, then close.
+// behaviour.md#connection: nothing listens at OutAddress: 421 4.4.1, then close.
 func TestUpstreamUnreachable(t *testing.T) {
 	t.Parallel()
 	h := start(t, smtptest.Config{}, "FilterCommand: cat", "OutAddress: 127.0.0.1:"+itoa(closedPort(t)))
@@ -80,7 +80,7 @@ func TestUpstreamUnreachable(t *testing.T) {
 	}
 }
 
-// B5: an upstream that accepts but never greets: after TimeOut the client
+// behaviour.md#connection: an upstream that accepts but never greets: after TimeOut the client
 // is closed (a 421 first is allowed, a 220 is not).
 func TestUpstreamSilent(t *testing.T) {
 	t.Parallel()
@@ -99,7 +99,7 @@ func TestUpstreamSilent(t *testing.T) {
 	}
 }
 
-// B6: MaxConnections: the third client gets 421 without the upstream
+// behaviour.md#connection: MaxConnections: the third client gets 421 without the upstream
 // being contacted; once the others are gone a new client is served.
 func TestMaxConnections(t *testing.T) {
 	t.Parallel()
@@ -136,7 +136,7 @@ func TestMaxConnections(t *testing.T) {
 	}
 }
 
-// B7, COMPAT 7: an idle client gets 421 4.4.2, the upstream QUIT.
+// behaviour.md#connection: an idle client gets 421 4.4.2, the upstream QUIT.
 func TestClientIdleTimeout(t *testing.T) {
 	t.Parallel()
 	h := start(t, smtptest.Config{}, "FilterCommand: cat", "TimeOut: 1")
@@ -148,7 +148,7 @@ func TestClientIdleTimeout(t *testing.T) {
 	h.commands(t, cEHLO, cQUIT)
 }
 
-// B7 inside a transaction: idle after RCPT is idle too.
+// behaviour.md#connection inside a transaction: idle after RCPT is idle too.
 func TestClientIdleTimeoutMidTransaction(t *testing.T) {
 	t.Parallel()
 	h := start(t, smtptest.Config{}, "FilterCommand: cat", "TimeOut: 1")
@@ -162,7 +162,7 @@ func TestClientIdleTimeoutMidTransaction(t *testing.T) {
 	h.delivered(t)
 }
 
-// B51: TimeOut also bounds waiting for the upstream's reply; the client
+// behaviour.md#timeouts: TimeOut also bounds waiting for the upstream's reply; the client
 // gets one 4xx and the session ends.
 func TestUpstreamReplyTimeout(t *testing.T) {
 	t.Parallel()
@@ -177,7 +177,7 @@ func TestUpstreamReplyTimeout(t *testing.T) {
 	h.commands(t, cEHLO, "VRFY bob\r\n")
 }
 
-// B53 (j05): the upstream answers 421 and closes: the client gets that
+// behaviour.md#other (j05): the upstream answers 421 and closes: the client gets that
 // reply, then EOF.
 func TestUpstream421MidSession(t *testing.T) {
 	t.Parallel()
@@ -190,7 +190,7 @@ func TestUpstream421MidSession(t *testing.T) {
 	h.commands(t, cEHLO, cMAIL)
 }
 
-// B53: the upstream closes without a word: one 421 of the edge's own,
+// behaviour.md#other: the upstream closes without a word: one 421 of the edge's own,
 // then EOF.
 func TestUpstreamVanishes(t *testing.T) {
 	t.Parallel()
@@ -204,7 +204,7 @@ func TestUpstreamVanishes(t *testing.T) {
 	h.commands(t, cEHLO, cNOOP)
 }
 
-// B52 (m01): OutAddress with a port only connects to the client's own
+// behaviour.md#other (m01): OutAddress with a port only connects to the client's own
 // address.
 func TestLoopbackOutAddress(t *testing.T) {
 	t.Parallel()

@@ -43,7 +43,7 @@ func inputIn(h *harness, m *mark, wants []string) func(*testing.T, []filterRun) 
 	}
 }
 
-// unstuffed is what the filter may see of a raw DATA stream (COMPAT 1
+// unstuffed is what the filter may see of a raw DATA stream (behaviour.md#data
 // and 2, compat/expect.py unstuffed_variants): bare CR and LF normalised
 // to CRLF, stuffing removed. Content only a bare CR/LF can create may be
 // read three ways: 1. the stuffing dot of each raw CRLF line removed, then
@@ -82,7 +82,7 @@ func unstuffed(raw string) []string {
 	return out
 }
 
-// COMPAT 1 and 2 (B24-B27, B36, B40-B42): what the filter and the
+// behaviour.md#data (behaviour.md#data, #delivery): what the filter and the
 // upstream see of the message, with a cat filter.
 func TestData(t *testing.T) {
 	t.Parallel()
@@ -91,22 +91,22 @@ func TestData(t *testing.T) {
 	big := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 998)+"\r\n", 1100)
 	tests := []struct{ name, raw, filter string }{
 		{name: "a01 message unchanged", raw: msg1, filter: msg1},
-		// B26, COMPAT 2: stuffing removed for the filter, restored for the upstream.
+		// behaviour.md#data: stuffing removed for the filter, restored for the upstream.
 		{name: "a08 dot-stuffing", raw: "Subject: dots\r\n\r\n..leading dot\r\n.. \r\n...\r\nend\r\n",
 			filter: "Subject: dots\r\n\r\n.leading dot\r\n. \r\n..\r\nend\r\n"},
 		{name: "a08 lone stuffed dot last", raw: "Subject: x\r\n\r\n..\r\n", filter: "Subject: x\r\n\r\n.\r\n"},
-		// B25, COMPAT 2: "." right after the 354 is an empty message.
+		// behaviour.md#data: "." right after the 354 is an empty message.
 		{name: "a16 empty message", raw: "", filter: ""},
 		{name: "one empty line", raw: "\r\n", filter: "\r\n"},
-		// B26: long lines whole.
+		// behaviour.md#data: long lines whole.
 		{name: "i04 5000 and 9000 byte lines", raw: "Subject: long\r\n\r\n" + strings.Repeat("z", 5000) + "\r\n" + strings.Repeat("w", 9000) + "\r\nend\r\n",
 			filter: "Subject: long\r\n\r\n" + strings.Repeat("z", 5000) + "\r\n" + strings.Repeat("w", 9000) + "\r\nend\r\n"},
 		{name: "1 MiB message", raw: big, filter: big},
-		// COMPAT 1: bare LF and bare CR become CRLF.
+		// behaviour.md#data: bare LF and bare CR become CRLF.
 		{name: "i05 bare LF", raw: "Subject: lf\n\nline1\nline2\r\nline3\r\n",
 			filter: "Subject: lf\r\n\r\nline1\r\nline2\r\nline3\r\n"},
 		{name: "bare CR", raw: "Subject: cr\r\rline1\rline2\r\n", filter: "Subject: cr\r\n\r\nline1\r\nline2\r\n"},
-		// B24: only <CRLF>.<CRLF> ends the message.
+		// behaviour.md#data: only <CRLF>.<CRLF> ends the message.
 		{name: "i08 LF.LF and LF.CRLF are content", raw: "Subject: x\r\n\r\na\n.\nb\n.\r\nc\r\n",
 			filter: "Subject: x\r\n\r\na\r\n.\r\nb\r\n.\r\nc\r\n"},
 		{name: "CR.CR is content", raw: "Subject: x\r\n\r\na\r.\rb\r\n", filter: "Subject: x\r\n\r\na\r\n.\r\nb\r\n"},
@@ -134,7 +134,7 @@ func TestData(t *testing.T) {
 	}
 }
 
-// B40, B41, COMPAT 2: what a filter writes is delivered stuffed, with CRLF
+// behaviour.md#delivery, #data: what a filter writes is delivered stuffed, with CRLF
 // line endings and a final CRLF.
 func TestFilterOutput(t *testing.T) {
 	t.Parallel()
@@ -174,7 +174,7 @@ func TestFilterOutput(t *testing.T) {
 	}
 }
 
-// B27, COMPAT 1: SMTP smuggling. Whatever end-of-data look-alikes the
+// behaviour.md#data: SMTP smuggling. Whatever end-of-data look-alikes the
 // client sends, exactly one message reaches the upstream, with no bare CR
 // or LF, and the client gets one reply per command, in order; also against
 // an upstream that ends data at <LF>.<LF> (old Postfix).
@@ -230,7 +230,7 @@ func TestSmuggling(t *testing.T) {
 	}
 }
 
-// COMPAT 1: bare_line_endings: reject refuses the message with a 5xx after
+// behaviour.md#data: bare_line_endings: reject refuses the message with a 5xx after
 // reading it to its end; the session stays usable.
 func TestBareLineEndingsReject(t *testing.T) {
 	t.Parallel()
@@ -274,7 +274,7 @@ func TestMaxMessageSize(t *testing.T) {
 	})
 }
 
-// B28 (j11): the client vanishes mid-DATA: nothing is delivered and the
+// behaviour.md#data (j11): the client vanishes mid-DATA: nothing is delivered and the
 // upstream transaction is reset or the connection closed.
 func TestClientDisconnectsMidData(t *testing.T) {
 	t.Parallel()
@@ -325,7 +325,7 @@ func equalStrings(a, b []string) bool {
 	return true
 }
 
-// B37-B39: the upstream's side of the delivery.
+// behaviour.md#delivery, #replies: the upstream's side of the delivery.
 func TestDelivery(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -337,21 +337,21 @@ func TestDelivery(t *testing.T) {
 		cmds  []string
 		txns  int // transactions the upstream saw (terminated or not)
 	}{
-		// B37 (j07): the upstream refuses DATA: its reply is the final one.
+		// behaviour.md#delivery (j07): the upstream refuses DATA: its reply is the final one.
 		{name: "j07 upstream refuses DATA", up: smtptest.Config{Rules: []smtptest.Rule{{Match: `^DATA$`, Reply: []string{"554 5.7.1 upstream: no data for you"}}}},
 			final: "554 5.7.1 upstream: no data for you", cmds: []string{cEHLO, cMAIL, cRCPT, cDATA, cQUIT}},
-		// B37 (j08): the upstream refuses the content.
+		// behaviour.md#delivery (j08): the upstream refuses the content.
 		{name: "j08 upstream refuses content", up: smtptest.Config{DataFinal: []string{"554 5.7.1 upstream: content rejected"}},
 			final: "554 5.7.1 upstream: content rejected", cmds: []string{cEHLO, cMAIL, cRCPT, cDATA, cQUIT}, txns: 1},
-		// B37 (j09): a multi-line final reply reaches the client whole.
+		// behaviour.md#delivery (j09): a multi-line final reply reaches the client whole.
 		{name: "j09 multi-line final reply", up: smtptest.Config{DataFinal: []string{"250-2.0.0 upstream: first line", "250 2.0.0 upstream: queued"}},
 			final: "250-2.0.0 upstream: first line | 250 2.0.0 upstream: queued", cmds: []string{cEHLO, cMAIL, cRCPT, cDATA, cQUIT}, txns: 1},
 		{name: "temporary refusal of content", up: smtptest.Config{DataFinal: []string{"451 4.3.0 upstream: try later"}},
 			final: "451 4.3.0 upstream: try later", cmds: []string{cEHLO, cMAIL, cRCPT, cDATA, cQUIT}, txns: 1},
-		// B38 (j06): the upstream vanishes at DATA: one 451, then close.
+		// behaviour.md#replies (j06): the upstream vanishes at DATA: one 451, then close.
 		{name: "j06 upstream closes at DATA", up: smtptest.Config{Rules: []smtptest.Rule{{Match: `^DATA$`, Close: true}}},
 			final: "!451 ", eof: true, cmds: []string{cEHLO, cMAIL, cRCPT, cDATA}},
-		// B39, COMPAT 7: a stalled delivery gets exactly one 451.
+		// behaviour.md#delivery, #connection: a stalled delivery gets exactly one 451.
 		{name: "a12 upstream stalls after the data", up: smtptest.Config{StallDataEnd: true}, conf: []string{"TimeOut: 2"},
 			final: "!451 ", eof: true, cmds: []string{cEHLO, cMAIL, cRCPT, cDATA}, txns: 1},
 	}
@@ -375,7 +375,7 @@ func TestDelivery(t *testing.T) {
 				t.Errorf("upstream transactions: %v", describeSessions([]smtptest.Session{s}))
 			}
 			f.one(t, mark{})
-			// B38, COMPAT 10: never FILTERED for mail the upstream refused.
+			// behaviour.md#replies, #header: never FILTERED for mail the upstream refused.
 			lines := h.logs.waitMessageLines(t, mark{}, 1)
 			wantFiltered := strings.HasPrefix(tc.final, "250")
 			if got := strings.Contains(lines[0], "status=FILTERED"); got != wantFiltered {
@@ -385,7 +385,7 @@ func TestDelivery(t *testing.T) {
 	}
 }
 
-// B54, COMPAT 3: after a 354 the edge reads the message to its end,
+// behaviour.md#data: after a 354 the edge reads the message to its end,
 // whatever fails; TempDirectory missing in pipe mode is not needed.
 func TestTempDirectoryMissing(t *testing.T) {
 	t.Parallel()
@@ -436,8 +436,7 @@ func TestUpstreamOddDataReply(t *testing.T) {
 
 // Replies to the edge's own commands (RSET, NOOP keep-alives, XCLIENT)
 // are read whole, so no stray line reaches the client later (proxsmtpd
-// read one line only, behaviour spec section 5 item 17); the client's get
-// every line.
+// read one line only); the client's get every line.
 func TestMultiLineReplies(t *testing.T) {
 	t.Parallel()
 	f := newFilter(t, `if grep -q Alice "$d/input"; then echo '550 5.7.1 no' >&2; exit 1; fi; sleep 1.5; cat "$d/input"`)

@@ -138,7 +138,7 @@ func runSteps(t *testing.T, c *smtptest.Client, steps []step, sess int) {
 
 // ehloReplyFor is the client's view of the upstream's EHLO reply: the
 // edge's host line, then the upstream's extensions minus those the edge
-// must not advertise (B10), the last line marked with a space.
+// must not advertise (behaviour.md#ehlo), the last line marked with a space.
 func ehloReplyFor(h *harness) string {
 	exts := h.upCfg.Extensions
 	if exts == nil {

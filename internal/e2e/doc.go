@@ -7,6 +7,6 @@
 // by area: connection, commands, envelope, data, filter, header, xclient,
 // auth, timing and shutdown; FuzzSession drives the whole session state
 // machine with arbitrary client bytes. Each case names the behaviour it
-// shows (B1-B54 of compat/proxsmtpd-behaviour.md, "Do better" 1-10 of
-// COMPAT.md).
+// shows: a section of docs/behaviour.md, or an older B-number or "Do
+// better" item, which that file's last table maps to its section.
 package e2e

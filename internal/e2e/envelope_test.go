@@ -8,7 +8,7 @@ import (
 )
 
 // envIs returns a dialog check: one filter run per want entry, with that
-// environment (B31) and msg1 or msg2 as input where given.
+// environment (behaviour.md#filtering) and msg1 or msg2 as input where given.
 func envIs(h *harness, wants ...map[string]string) func(*testing.T, []filterRun) {
 	return func(t *testing.T, runs []filterRun) {
 		t.Helper()
@@ -47,7 +47,7 @@ func msg(mail string, rcpts []string, data string) smtptest.Transaction {
 	return smtptest.Transaction{Mail: mail, Rcpts: rcpts, Data: []byte(data)}
 }
 
-// B18-B21, B23: the envelope the filter sees is what the upstream
+// behaviour.md#envelope, #data: the envelope the filter sees is what the upstream
 // accepted, one transaction at a time.
 func TestEnvelope(t *testing.T) {
 	t.Parallel()
@@ -66,7 +66,7 @@ func envelopeDialogs(h *harness) []dialog {
 	mailOK, rcptOK := smtptest.ReplySenderOK, smtptest.ReplyRcptOK
 	alice, bob := "<alice@example.com>", "<bob@example.com>"
 	return []dialog{
-		// B18 (d01): a refused RCPT is left out; order kept, "\n" between.
+		// behaviour.md#envelope (d01): a refused RCPT is left out; order kept, "\n" between.
 		{name: "d01 refused RCPT left out", steps: []step{
 			s("MAIL FROM:<alice@example.com>", mailOK),
 			s("RCPT TO:<bob@example.com>", rcptOK),
@@ -76,7 +76,7 @@ func envelopeDialogs(h *harness) []dialog {
 		}, up: []string{cMAIL, cRCPT, "RCPT TO:<carol@example.com>\r\n", "RCPT TO:<dave@example.com>\r\n", cDATA},
 			delivered: []smtptest.Transaction{msg(alice, []string{bob, "<dave@example.com>"}, msg1)},
 			check:     envIs(h, e("alice@example.com", "bob@example.com\ndave@example.com"))},
-		// B20 (k01): two transactions, two envelopes.
+		// behaviour.md#envelope (k01): two transactions, two envelopes.
 		{name: "k01 two messages", steps: cat(mailSteps(msg1, qd1), []step{
 			s("MAIL FROM:<carol@example.com>", mailOK),
 			s("RCPT TO:<dave@example.com>", rcptOK),
@@ -86,7 +86,7 @@ func envelopeDialogs(h *harness) []dialog {
 			delivered: []smtptest.Transaction{txn(msg1), msg("<carol@example.com>", []string{"<dave@example.com>", "<erin@example.com>"}, msg2)},
 			check: envIs(h, e("alice@example.com", "bob@example.com"),
 				e("carol@example.com", "dave@example.com\nerin@example.com"))},
-		// B20 (k02): a 2xx to RSET clears the envelope.
+		// behaviour.md#envelope (k02): a 2xx to RSET clears the envelope.
 		{name: "k02 RSET clears", steps: []step{
 			s("MAIL FROM:<alice@example.com>", mailOK), s("RCPT TO:<bob@example.com>", rcptOK),
 			s("RSET", smtptest.ReplyReset),
@@ -95,7 +95,7 @@ func envelopeDialogs(h *harness) []dialog {
 		}, up: []string{cMAIL, cRCPT, cRSET, "MAIL FROM:<carol@example.com>\r\n", "RCPT TO:<dave@example.com>\r\n", cDATA},
 			delivered: []smtptest.Transaction{msg("<carol@example.com>", []string{"<dave@example.com>"}, msg2)},
 			check:     envIs(h, e("carol@example.com", "dave@example.com"))},
-		// B11 (k03): a 2xx to a second EHLO clears it too.
+		// behaviour.md#ehlo (k03): a 2xx to a second EHLO clears it too.
 		{name: "k03 EHLO clears", steps: []step{
 			s("MAIL FROM:<alice@example.com>", mailOK), s("RCPT TO:<bob@example.com>", rcptOK),
 			s("EHLO again.example", ehloRepl),
@@ -114,7 +114,7 @@ func envelopeDialogs(h *harness) []dialog {
 			s("DATA", own354), raw(msg1+".\r\n", qd1),
 		}, up: []string{cMAIL, cRCPT, "EHLO bad.example\r\n", cDATA}, delivered: []smtptest.Transaction{txn(msg1)},
 			check: envIs(h, e("alice@example.com", "bob@example.com"))},
-		// B21 (k07): a refused nested MAIL changes nothing.
+		// behaviour.md#envelope (k07): a refused nested MAIL changes nothing.
 		{name: "k07 refused nested MAIL", steps: []step{
 			s("MAIL FROM:<alice@example.com>", mailOK), s("RCPT TO:<bob@example.com>", rcptOK),
 			s("MAIL FROM:<carol@example.com>", smtptest.ReplyNested),
@@ -123,7 +123,7 @@ func envelopeDialogs(h *harness) []dialog {
 		}, up: []string{cMAIL, cRCPT, "MAIL FROM:<carol@example.com>\r\n", "RCPT TO:<dave@example.com>\r\n", cDATA},
 			delivered: []smtptest.Transaction{msg(alice, []string{bob, "<dave@example.com>"}, msg1)},
 			check:     envIs(h, e("alice@example.com", "bob@example.com\ndave@example.com"))},
-		// B20: every DATA attempt ends the transaction: RCPT without a new
+		// behaviour.md#envelope: every DATA attempt ends the transaction: RCPT without a new
 		// MAIL is the upstream's business, DATA is refused before any 354.
 		{name: "B20 DATA clears", steps: cat(mailSteps(msg1, qd1), []step{
 			s("RCPT TO:<dave@example.com>", smtptest.ReplyNeedMail),
@@ -131,7 +131,7 @@ func envelopeDialogs(h *harness) []dialog {
 		}), up: []string{cMAIL, cRCPT, cDATA, "RCPT TO:<dave@example.com>\r\n"},
 			delivered: []smtptest.Transaction{txn(msg1)},
 			check:     envIs(h, e("alice@example.com", "bob@example.com"))},
-		// B23, COMPAT 4: no 354 for a message nobody can receive; the
+		// behaviour.md#data: no 354 for a message nobody can receive; the
 		// filter never runs, the upstream never sees DATA.
 		{name: "k05 DATA without MAIL", steps: []step{s("DATA", "!503 5.5.1 "), s("NOOP", smtptest.ReplyNoop)},
 			up: []string{cNOOP}, delivered: []smtptest.Transaction{}, check: envIs(h)},
@@ -155,7 +155,7 @@ func envelopeDialogs(h *harness) []dialog {
 	}
 }
 
-// B19, COMPAT 6: how SENDER and RECIPIENTS are taken from MAIL and RCPT.
+// behaviour.md#envelope, #xforward: how SENDER and RECIPIENTS are taken from MAIL and RCPT.
 // The upstream gets the path as the edge read it (issue 6), which is the
 // client's line unless that had spaces after the colon or a source route.
 func TestAddressExtraction(t *testing.T) {
@@ -198,7 +198,7 @@ func TestAddressExtraction(t *testing.T) {
 	}
 }
 
-// B47, COMPAT 6: XFORWARD attributes accepted by the upstream become
+// behaviour.md#xforward: XFORWARD attributes accepted by the upstream become
 // REMOTE and REMOTE_HELO for one transaction, parsed as whole tokens.
 func TestXForward(t *testing.T) {
 	t.Parallel()
@@ -226,7 +226,7 @@ func TestXForward(t *testing.T) {
 		{"UNAVAILABLE is no value", []string{"XFORWARD ADDR=[UNAVAILABLE] HELO=[UNAVAILABLE]"}, ae()},
 		{"later line wins", []string{"XFORWARD ADDR=192.0.2.1", "XFORWARD ADDR=192.0.2.2"}, ae("REMOTE", "192.0.2.2")},
 		{"no attributes", []string{"XFORWARD PROTO=ESMTP"}, ae()},
-		// COMPAT 6: control characters never reach the environment (a
+		// behaviour.md#xforward: control characters never reach the environment (a
 		// raw one refuses the whole line: TestHiddenCommands).
 		{"xtext-encoded control character", []string{"XFORWARD ADDR=192.0.2.17 HELO=bad+0Ahelo.example"}, ae("REMOTE", "192.0.2.17")},
 	}
@@ -249,7 +249,7 @@ func TestXForward(t *testing.T) {
 		check:     envIs(h, ae("REMOTE", "192.0.2.13", "REMOTE_HELO", "first.example"), ae())}})
 }
 
-// B47 (d03): an XFORWARD the upstream refuses sets nothing.
+// behaviour.md#xforward (d03): an XFORWARD the upstream refuses sets nothing.
 func TestXForwardRefused(t *testing.T) {
 	t.Parallel()
 	f := newFilter(t, `cat "$d/input"`)

@@ -10,7 +10,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/smtptest"
 )
 
-// B29-B31: pipe mode: the message on stdin, stdout delivered, and the
+// behaviour.md#filtering: pipe mode: the message on stdin, stdout delivered, and the
 // filter environment exactly as proxsmtpd's.
 func TestFilterPipe(t *testing.T) {
 	t.Parallel()
@@ -28,7 +28,7 @@ func TestFilterPipe(t *testing.T) {
 	}
 }
 
-// B30 (b10): a filter that never reads its input still has its output
+// behaviour.md#filtering (b10): a filter that never reads its input still has its output
 // delivered, and the edge still reads the whole message.
 func TestFilterIgnoresInput(t *testing.T) {
 	t.Parallel()
@@ -43,7 +43,7 @@ func TestFilterIgnoresInput(t *testing.T) {
 	h.delivered(t, txn("Subject: fixed\r\n\r\nfixed\r\n"))
 }
 
-// B33-B35, COMPAT 5: exit 0 delivers whatever stderr says; otherwise the
+// behaviour.md#filtering: exit 0 delivers whatever stderr says; otherwise the
 // last non-blank stderr line is the reply if it starts with 2xx, 4xx or
 // 5xx and a space, else "550 Content Rejected; <text>"; a filter that
 // cannot run, exits 126/127 or dies from a signal gives 451. The upstream
@@ -127,7 +127,7 @@ func TestFilterRejectThenAccept(t *testing.T) {
 		check:     envIs(h, e("alice@example.com", "bob@example.com"), e("carol@example.com", "dave@example.com"))}})
 }
 
-// B30 file mode (c01-c03): the message in a 0600 file in TempDirectory
+// behaviour.md#filtering file mode (c01-c03): the message in a 0600 file in TempDirectory
 // named by EMAIL; what the file holds afterwards is delivered; the file
 // is removed.
 func TestFilterFileMode(t *testing.T) {
@@ -179,7 +179,7 @@ func TestFilterFileMode(t *testing.T) {
 	}
 }
 
-// B32, COMPAT 5: FilterTimeout is a total deadline; on expiry the whole
+// behaviour.md#filtering: FilterTimeout is a total deadline; on expiry the whole
 // process group goes and the reply is 451.
 func TestFilterTimeout(t *testing.T) {
 	t.Parallel()
@@ -222,7 +222,7 @@ sleep 3; cat "$d/input"`)
 	})
 }
 
-// B44 (f01-f03): FilterType reject answers MAIL, RCPT and DATA itself,
+// behaviour.md#reject-and-passthrough (f01-f03): FilterType reject answers MAIL, RCPT and DATA itself,
 // never relays them, and resets the upstream after DATA.
 func TestFilterTypeReject(t *testing.T) {
 	t.Parallel()
@@ -255,7 +255,7 @@ func TestFilterTypeReject(t *testing.T) {
 	}
 }
 
-// B45 (a14): no FilterCommand: the message passes unchanged, with the
+// behaviour.md#reject-and-passthrough (a14): no FilterCommand: the message passes unchanged, with the
 // Header; the log line has no status.
 func TestNoFilterCommand(t *testing.T) {
 	t.Parallel()

@@ -23,7 +23,7 @@ import (
 //   - every reply line is well formed, and there are no more replies than
 //     the greeting plus one per line the client sent;
 //   - every message the upstream received has no bare CR or LF and ends
-//     with CRLF (COMPAT 1);
+//     with CRLF (behaviour.md#data);
 //   - every command line the upstream received is a complete line the
 //     client sent (or that line with its whitespace made plain, or its
 //     MAIL/RCPT path as parsed), or one the edge makes up (DATA, RSET,

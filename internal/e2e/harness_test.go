@@ -39,7 +39,7 @@ var (
 		"Subject: second message\r\n" +
 		"\r\n" +
 		"Second body.\r\n"
-	// smuggle ends its first message with <CRLF>.<LF> (B27, i06/i07).
+	// smuggle ends its first message with <CRLF>.<LF> (behaviour.md#data/i07).
 	smuggle = "Subject: legit\r\n\r\nlegit body\r\n.\n" +
 		"MAIL FROM:<mallory@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n" +
 		"Subject: smuggled\r\n\r\nsmuggled body\r\n"
@@ -265,7 +265,7 @@ func (h *harness) deliveredSince(t testing.TB, m mark, want ...smtptest.Transact
 	return got
 }
 
-// checkWireData: COMPAT 1 and 2, whatever the test: no bare CR or LF ever
+// checkWireData: behaviour.md#data, whatever the test: no bare CR or LF ever
 // reaches the upstream, and non-empty content ends with CRLF.
 func checkWireData(t testing.TB, d []byte) {
 	t.Helper()
@@ -455,7 +455,7 @@ type filterScript struct {
 	tail string // the file a dynamic filter sources after the dump
 }
 
-// contract is the filter environment of B31.
+// contract is the filter environment of behaviour.md#filtering.
 var contract = []string{"SENDER", "RECIPIENTS", "CLIENT", "SERVER", "REMOTE", "REMOTE_HELO", "TMPDIR", "EMAIL"}
 
 // newFilter writes a dump filter. tail runs after the dump, with $d the
@@ -589,7 +589,7 @@ var shellAdded = map[string]bool{"PWD": true, "OLDPWD": true, "SHLVL": true, "_"
 
 // checkEnv checks the contract variables of a run against want (absent
 // from want = absent from the run; EMAIL is only checked for presence
-// when want has it as "*"), and that the edge added nothing else (B31).
+// when want has it as "*"), and that the edge added nothing else (behaviour.md#filtering).
 func checkEnv(t testing.TB, r filterRun, want map[string]string) {
 	t.Helper()
 	for _, k := range contract {

@@ -9,7 +9,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/smtptest"
 )
 
-// B43, COMPAT 10: the Header option: expanded, placed in the filter's
+// behaviour.md#header: the Header option: expanded, placed in the filter's
 // output (the filter never sees it), at the top for Received:, else before
 // the first blank line, else after the last line.
 func TestHeader(t *testing.T) {
@@ -43,7 +43,7 @@ func TestHeader(t *testing.T) {
 			got := string(h.delivered(t, smtptest.Transaction{Mail: "<alice@example.com>", Rcpts: []string{"<bob@example.com>"}})[0].Data)
 			want := tc.want
 			if i := strings.Index(want, "<DATE>"); i >= 0 {
-				// COMPAT 10: %d is an RFC 5322 date.
+				// behaviour.md#header: %d is an RFC 5322 date.
 				re := regexp.MustCompile(`at ([^\r]*)\r\n`)
 				mm := re.FindStringSubmatch(got)
 				if mm == nil {

@@ -46,7 +46,7 @@ func wait(t *testing.T, done <-chan struct{}, what string) {
 	}
 }
 
-// is421 checks that got is one 421 line of the edge's own (COMPAT 7).
+// is421 checks that got is one 421 line of the edge's own (behaviour.md#connection).
 func is421(t *testing.T, got []string) {
 	t.Helper()
 	if len(got) != 1 || !strings.HasPrefix(got[0], "421 ") || strings.Contains(got[0], "upstream") {
@@ -54,7 +54,7 @@ func is421(t *testing.T, got []string) {
 	}
 }
 
-// COMPAT 7 (B8): Shutdown ends an idle session with 421 and a QUIT
+// behaviour.md#connection (behaviour.md#shutdown): Shutdown ends an idle session with 421 and a QUIT
 // upstream.
 func TestShutdownIdleSession(t *testing.T) {
 	t.Parallel()
@@ -66,7 +66,7 @@ func TestShutdownIdleSession(t *testing.T) {
 	first(t, h, cEHLO, cQUIT)
 }
 
-// COMPAT 7: a message in flight is completed before the session ends.
+// behaviour.md#connection: a message in flight is completed before the session ends.
 func TestShutdownMessageInFlight(t *testing.T) {
 	t.Parallel()
 	f := newFilter(t, `cat "$d/input"`)
@@ -85,7 +85,7 @@ func TestShutdownMessageInFlight(t *testing.T) {
 	h.delivered(t, txn(msg1))
 }
 
-// COMPAT 7: an open transaction gets the drain period, then 421.
+// behaviour.md#connection: an open transaction gets the drain period, then 421.
 func TestShutdownOpenTransaction(t *testing.T) {
 	t.Parallel()
 	h := start(t, smtptest.Config{}, "FilterCommand: cat")
@@ -104,7 +104,7 @@ func first(t *testing.T, h *harness, want ...string) {
 	eqLines(t, "upstream commands", h.sessions(t)[0].Commands, want)
 }
 
-// COMPAT 7: between Drain and the client's next command there is no
+// behaviour.md#connection: between Drain and the client's next command there is no
 // window for a new transaction: a client that finishes its transaction
 // gets 421 instead of the next reply.
 func TestShutdownAfterTransaction(t *testing.T) {
@@ -119,7 +119,7 @@ func TestShutdownAfterTransaction(t *testing.T) {
 	first(t, h, cEHLO, cMAIL, cRSET, cQUIT)
 }
 
-// COMPAT 7: a client still sending its message when the drain period
+// behaviour.md#connection: a client still sending its message when the drain period
 // ends gets a 421 too, not a silent close; nothing is delivered.
 func TestShutdownStalledData(t *testing.T) {
 	t.Parallel()

@@ -21,7 +21,7 @@ func collapseNOOPs(cmds []string) []string {
 	return out
 }
 
-// B50, COMPAT 8: KeepAlives sends NOOPs to the idle upstream while the
+// behaviour.md#timeouts: KeepAlives sends NOOPs to the idle upstream while the
 // client sends the message (l01) and while the filter runs (l02); their
 // replies never reach the client; none without KeepAlives (l03).
 func TestKeepAlives(t *testing.T) {

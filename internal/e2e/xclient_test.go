@@ -6,7 +6,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/smtptest"
 )
 
-// B46, COMPAT 9: XCLIENT ADDR= is sent once, before the first command
+// behaviour.md#xclient: XCLIENT ADDR= is sent once, before the first command
 // after EHLO, only when XClient is on and the upstream offers XCLIENT;
 // after the upstream's new 220 the edge says EHLO again. The client never
 // sees any of it.

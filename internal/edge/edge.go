@@ -211,7 +211,7 @@ func (e *Edge) openBackends(ctx context.Context, edgeID string) (queue.Options, 
 	return qo, nil
 }
 
-// rejectReply formats FilterReject like a filter's message (B44): a text
+// rejectReply formats FilterReject like a filter's message (behaviour.md#reject-and-passthrough): a text
 // without a code gets proxsmtpd's prefix.
 func rejectReply(s string) string {
 	s = strings.TrimSpace(s)
@@ -323,7 +323,7 @@ func (e *Edge) accept() {
 		select {
 		case e.slots <- struct{}{}:
 		default:
-			// B6: over MaxConnections; the upstream is never contacted.
+			// behaviour.md#connection: over MaxConnections; the upstream is never contacted.
 			e.metrics.Connection(monitor.ConnBusy)
 			e.log.Warn("too many connections open, sent busy response", "max", e.cfg.MaxConnections, "client", c.RemoteAddr().String())
 			go session.Refuse(c, "421 Server busy, too many connections")
@@ -428,7 +428,7 @@ func (e *Edge) serve(c net.Conn) {
 	ctx, cancel := context.WithCancel(e.sessionCtx)
 	defer cancel()
 
-	// B1: the upstream first; the client is greeted only once it greeted.
+	// behaviour.md#connection: the upstream first; the client is greeted only once it greeted.
 	up, err := e.dialUpstream(ctx, c)
 	if err != nil {
 		log.Warn("couldn't connect to upstream", "out", e.cfg.OutAddress.String(), "err", err)
@@ -455,7 +455,7 @@ func (e *Edge) serve(c net.Conn) {
 }
 
 // dialUpstream connects to OutAddress; a port alone means the client's own
-// address (the loopback feature, B52).
+// address (the loopback feature, behaviour.md#other).
 func (e *Edge) dialUpstream(ctx context.Context, c net.Conn) (*upstream.Conn, error) {
 	a := e.cfg.OutAddress
 	network, addr := "tcp", ""

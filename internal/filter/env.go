@@ -170,7 +170,7 @@ func environ(base []string, env Env, tempDir, email, rcptFile string) []string {
 }
 
 // isOwnVar reports whether kv sets one of the variables the filter
-// contract defines (B31). Any copy in the process's own environment is
+// contract defines (behaviour.md#filtering). Any copy in the process's own environment is
 // removed, so that a daemon started with, say, SENDER set cannot leak it to
 // a filter when no MAIL applies.
 func isOwnVar(kv string) bool {
@@ -185,7 +185,7 @@ func isOwnVar(kv string) bool {
 // clean drops control characters from an environment value. The values
 // come from the SMTP client; the session already refuses most of them,
 // this is defence in depth for filters that paste them into shell text or
-// log lines (COMPAT "Do better" 6). A NUL would also make exec fail.
+// log lines (behaviour.md#xforward). A NUL would also make exec fail.
 func clean(s string) string {
 	if strings.IndexFunc(s, isControl) < 0 {
 		return s

@@ -123,7 +123,7 @@ func Run(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Writer) (
 }
 
 // passThrough is proxsmtpd without a FilterCommand: the message goes
-// through unchanged and the log line has no status (B45).
+// through unchanged and the log line has no status (behaviour.md#reject-and-passthrough).
 func passThrough(in io.Reader, out io.Writer) (Result, error) {
 	src := &errReader{r: in}
 	cw := &countWriter{w: out}
@@ -173,7 +173,7 @@ func runEnviron(spec Spec, env Env, email string) (vars []string, done func(), e
 // runFile spools in to a private file in TempDir, runs the filter with
 // $EMAIL naming it, and delivers what the file holds once the filter is done.
 func runFile(ctx context.Context, spec Spec, env Env, in io.Reader, out io.Writer) (Result, error) {
-	// CreateTemp makes the file 0600: the message is private (B30).
+	// CreateTemp makes the file 0600: the message is private (behaviour.md#filtering).
 	f, err := os.CreateTemp(spec.TempDir, "sluice.*")
 	if err != nil {
 		return tempFail("cannot spool message", "creating spool file: "+err.Error()), nil

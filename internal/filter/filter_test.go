@@ -390,8 +390,9 @@ func TestEnvironment(t *testing.T) {
 	}
 }
 
-// TestExitStatus is B33-B35 (the b rows of the behaviour spec) with
-// sluice's corrections: crashes, signals and missing commands are 451,
+// TestExitStatus is the verdict of behaviour.md#filtering, proxsmtpd's
+// exit-status rules (the compat harness's b scenarios) with sluice's
+// corrections: crashes, signals and missing commands are 451,
 // only 2xx/4xx/5xx plus a space is a code.
 // Issue 6, item 9: recipients that do not fit one environment string (E2BIG
 // past 128 KiB on Linux) reach the filter through RECIPIENTS_FILE, all of
@@ -522,7 +523,7 @@ func TestLargeStderrKeepsLastLine(t *testing.T) {
 }
 
 func TestFilterClosesStdinEarly(t *testing.T) {
-	// B30, b10: the filter stops reading a large message; its output is
+	// behaviour.md#filtering: the filter stops reading a large message; its output is
 	// delivered and that is not an error.
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB, far beyond the pipe buffer
 	for _, cmd := range []string{"head -c 100", "exec 0<&-; printf short"} {

@@ -84,7 +84,7 @@ func startShell(spec Spec, env []string, withStdin, withStdout bool) (*shell, er
 	cmd := exec.Command("/bin/sh", "-c", spec.Command)
 	cmd.Env = env
 	// Its own process group, so that a timeout can kill the real filter
-	// too: dash runs it as a child of sh (B29, B32).
+	// too: dash runs it as a child of sh (behaviour.md#filtering).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdout = os.Stdout
 
@@ -267,7 +267,7 @@ func (s *supervisor) loop(ctx context.Context) {
 			w.exited = nil
 			if w.pipesDone != nil && s.o.stop == notStopped {
 				// Only a background process of the filter can still hold
-				// the pipes; give it a moment, then stop it (COMPAT 5).
+				// the pipes; give it a moment, then stop it (behaviour.md#filtering).
 				w.drain = newBudget(s.spec.killGrace(), s.wait)
 			}
 		case <-w.pipesDone:
@@ -472,7 +472,7 @@ func groupAlive(pgid int) bool {
 }
 
 // feed streams the message to the filter's stdin. A filter that stops
-// reading is not an error: its output is still delivered (B30, b10).
+// reading is not an error: its output is still delivered (behaviour.md#filtering).
 // Only a failure to read the message is returned. The time spent reading
 // is the store's (wait).
 func feed(w *os.File, r io.Reader, wait *storeClock) error {

@@ -13,7 +13,7 @@ import (
 )
 
 const (
-	// maxReplyText is where proxsmtpd cuts the filter's stderr line (B34, b13).
+	// maxReplyText is where proxsmtpd cuts the filter's stderr line (behaviour.md#filtering).
 	maxReplyText = 255
 
 	// rejectPrefix is what proxsmtpd puts before a stderr line without a code.
@@ -37,7 +37,7 @@ const (
 )
 
 // ParseStderr turns the stderr of a filter that exited with a non-zero
-// status (and was not killed) into proxsmtpd's answer (B34). The last
+// status (and was not killed) into proxsmtpd's answer (behaviour.md#filtering). The last
 // non-blank line, trimmed and cut at 255 bytes, is the reply as is when it
 // starts with a 2xx, 4xx or 5xx code followed by a space or the end of the
 // line: 2xx drops the message silently, 4xx and 5xx reject it. Any other
@@ -64,7 +64,7 @@ func ParseStderr(stderr []byte) (action Action, reply, status string) {
 // hasCode reports whether s starts with a reply code sluice passes on:
 // 2xx, 4xx or 5xx followed by a space or the end of the line. proxsmtpd
 // accepted any three digits, which let a filter send a continuation line
-// ("550-...") that left the client waiting, or a meaningless 3xx (B34).
+// ("550-...") that left the client waiting, or a meaningless 3xx (behaviour.md#filtering).
 func hasCode(s string) bool {
 	_, ok := replycode.Final(s)
 	return ok
@@ -118,7 +118,7 @@ func cleanText(line []byte) string {
 }
 
 // tempFail is the answer when the filter gave no usable verdict: a 4xx so
-// the client retries, never a permanent 550 (COMPAT "Do better" 5).
+// the client retries, never a permanent 550 (behaviour.md#filtering).
 func tempFail(reason, detail string) Result {
 	return Result{
 		Action:   TempFail,
@@ -142,7 +142,7 @@ func outputTooLarge(limit int64) Result {
 }
 
 // judge turns how the shell ended and what it wrote on stderr into a
-// Result (B33-B35).
+// Result (behaviour.md#filtering).
 func judge(state *os.ProcessState, stderr []byte) Result {
 	ws, ok := state.Sys().(syscall.WaitStatus)
 	if !ok {
@@ -156,7 +156,7 @@ func judge(state *os.ProcessState, stderr []byte) Result {
 	code := ws.ExitStatus()
 	switch {
 	case code == 0:
-		// Exit 0 delivers, whatever stderr says (B33).
+		// Exit 0 delivers, whatever stderr says (behaviour.md#filtering).
 		return Result{Action: Accept, Status: statusFiltered, Detail: "exit status 0", ExitCode: 0}
 	case code == 126 || code == 127:
 		why := "command not found"
@@ -168,7 +168,7 @@ func judge(state *os.ProcessState, stderr []byte) Result {
 		r.ExitCode = code
 		return r
 	case code > 128 && code <= 128+64:
-		// dash reports a child killed by signal N as 128+N (B35, b09).
+		// dash reports a child killed by signal N as 128+N (behaviour.md#filtering).
 		sig := syscall.Signal(code - 128)
 		r := tempFail("filter failed", fmt.Sprintf("exit status %d (killed by signal %d (%s))", code, int(sig), sig))
 		r.Detail += withStderr(stderr)

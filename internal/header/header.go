@@ -1,6 +1,6 @@
 // Package header implements proxsmtpd's Header option: a template, expanded
 // for each message, for header lines the edge adds to what it delivers
-// (B43). Where the lines go in the message is the wire package's job
+// (behaviour.md#header). Where the lines go in the message is the wire package's job
 // (wire.DataWriterOptions).
 package header
 
@@ -106,7 +106,7 @@ func (t Template) IsZero() bool { return len(t.segs) == 0 }
 
 // OnTop reports whether the header starts with "Received:" (any case) and so
 // goes at the very top of the message rather than at the end of the header
-// block (B43).
+// block (behaviour.md#header).
 func (t Template) OnTop() bool { return t.onTop }
 
 // Expand returns the header lines to insert for one message: the template

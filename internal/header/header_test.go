@@ -106,7 +106,7 @@ func TestCap(t *testing.T) {
 }
 
 // TestDateZones: %d is an RFC 5322 date with the right offset, minutes
-// included (the +051800 / -03-1800 bug of B43 fixed).
+// included (the +051800 / -03-1800 bug of behaviour.md#header fixed).
 func TestDateZones(t *testing.T) {
 	cases := []struct{ zone, offset, name string }{
 		{"Asia/Kolkata", "+0530", "(IST)"},
@@ -154,7 +154,7 @@ func TestDateZones(t *testing.T) {
 }
 
 // TestPlacement applies Expand's output with wire.WriteData as the session
-// does: B43's placements (a04, a05, a06, a14, a15, a16, a17).
+// does: behaviour.md#header's placements (a04, a05, a06, a14, a15, a16, a17).
 func TestPlacement(t *testing.T) {
 	cases := []struct {
 		name, conf, body, want string

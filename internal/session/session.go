@@ -368,17 +368,17 @@ func (s *Session) greet() error {
 	if rep.Code == 220 {
 		if s.cfg.RejectEarlyTalkers && pendingInput(s.conn) {
 			// RFC 5321 4.3.1: a client waits for the greeting. One that
-			// does not is a bot, or pipelines blindly (B17).
+			// does not is a bot, or pipelines blindly (behaviour.md#commands).
 			s.log.Warn("client talked before the greeting")
 			s.limit(LimitEarlyTalker)
 			s.reply(replyEarlyTalker)
 			s.up.Quit()
 			return errStop
 		}
-		// B2: the edge speaks for itself once the upstream is ready.
+		// behaviour.md#connection: the edge speaks for itself once the upstream is ready.
 		return s.reply("220 " + s.cfg.Hostname + " ESMTP")
 	}
-	// B3: any other greeting (554 and such) reaches the client as it is;
+	// behaviour.md#connection: any other greeting (554 and such) reaches the client as it is;
 	// the client may still QUIT politely.
 	return s.relay(rep)
 }
@@ -394,7 +394,7 @@ func (s *Session) reply(line string) error {
 }
 
 // relay writes the upstream's reply to the client verbatim; a 421 ends the
-// session (B53: the upstream is closing).
+// session (behaviour.md#other: the upstream is closing).
 func (s *Session) relay(rep wire.Reply) error {
 	if c := rep.Class(); c == 4 || c == 5 {
 		s.errors++
@@ -492,7 +492,7 @@ func (s *Session) next(ctx context.Context) error {
 		s.up.Quit()
 		return errStop
 	default:
-		return errStop // client gone (B7, B28)
+		return errStop // client gone (behaviour.md#connection, #data)
 	}
 
 	cmd := wire.ParseCommand(line)
@@ -526,10 +526,10 @@ func (s *Session) dispatch(ctx context.Context, cmd wire.Command) error {
 	case "EHLO", "HELO":
 		return s.hello(cmd)
 	case "STARTTLS", "BDAT", "XEXCH50":
-		// B13: not offered, so not accepted; never relayed.
+		// behaviour.md#commands: not offered, so not accepted; never relayed.
 		return s.refuse(replyNotImpl)
 	case "XCLIENT":
-		// B14: a client may not speak for someone else.
+		// behaviour.md#commands: a client may not speak for someone else.
 		s.log.Warn("client attempted use of privileged XCLIENT feature")
 		return s.refuse(replyNoXClient)
 	case "MAIL":
@@ -559,7 +559,7 @@ func (s *Session) dispatch(ctx context.Context, cmd wire.Command) error {
 		s.relay(rep)
 		return errStop
 	}
-	// B12: everything else is relayed, replies verbatim.
+	// behaviour.md#commands: everything else is relayed, replies verbatim.
 	rep, err := s.command(cmd.Line)
 	if err != nil {
 		return err
@@ -595,7 +595,7 @@ func (s *Session) hello(cmd wire.Command) error {
 	if rep.Class() != 2 {
 		return s.relay(rep)
 	}
-	// B11: a new greeting starts over.
+	// behaviour.md#ehlo: a new greeting starts over.
 	s.txn.reset()
 	s.greeted = true
 	s.helo, s.heloVerb = cmd.Arg, cmd.Verb
@@ -606,7 +606,7 @@ func (s *Session) hello(cmd wire.Command) error {
 	out, offered := wire.FilterEHLO(rep, s.cfg.Hostname, o)
 	if cmd.Verb == "EHLO" {
 		s.offered = offered
-		// COMPAT 9: XCLIENT only when the upstream says it takes it.
+		// behaviour.md#xclient: XCLIENT only when the upstream says it takes it.
 		if _, ok := offered["XCLIENT"]; ok && s.cfg.XClient && !s.xclientDone {
 			s.xclientPending = true
 		}
@@ -617,7 +617,7 @@ func (s *Session) hello(cmd wire.Command) error {
 }
 
 // sendXClient tells the upstream who the client is, once, before the
-// first command after EHLO (B46). Postfix answers 220 and restarts the
+// first command after EHLO (behaviour.md#xclient). Postfix answers 220 and restarts the
 // session, so the EHLO is sent again; its reply is the edge's, not the
 // client's.
 func (s *Session) sendXClient() error {
@@ -639,7 +639,7 @@ func (s *Session) sendXClient() error {
 
 // xclientForHelo sends XCLIENT ahead of a client's HELO. A HELO reply
 // lists no extensions, so the edge asks with an EHLO of its own whether
-// the upstream takes XCLIENT (proxsmtpd assumes it does, B46); the client's
+// the upstream takes XCLIENT (proxsmtpd assumes it does, behaviour.md#xclient); the client's
 // HELO follows the upstream's new greeting. Without this a HELO client
 // would be the edge itself to the upstream: with XClient on, an open relay.
 func (s *Session) xclientForHelo(arg string) error {
@@ -676,7 +676,7 @@ func (s *Session) rejectAll() bool {
 
 func (s *Session) mail(cmd wire.Command) error {
 	if s.rejectAll() {
-		return s.reply(s.cfg.FilterReject) // B44: not forwarded
+		return s.reply(s.cfg.FilterReject) // behaviour.md#reject-and-passthrough: not forwarded
 	}
 	p, err := wire.ParseMail(cmd.Arg)
 	switch {
@@ -751,7 +751,7 @@ func (s *Session) xforward(cmd wire.Command) error {
 		return err
 	}
 	if rep.Class() == 2 {
-		// B47: attributes accumulate over XFORWARD lines, for one
+		// behaviour.md#xforward: attributes accumulate over XFORWARD lines, for one
 		// transaction.
 		attrs := wire.ParseXForward(cmd.Arg)
 		if v, ok := attrs["ADDR"]; ok {
@@ -765,7 +765,7 @@ func (s *Session) xforward(cmd wire.Command) error {
 }
 
 // auth relays an AUTH exchange: while the upstream answers 334, the
-// client's next line is a response, not a command (B48).
+// client's next line is a response, not a command (behaviour.md#auth).
 func (s *Session) auth(line string) error {
 	rep, err := s.command(line)
 	if err != nil {
@@ -807,14 +807,14 @@ func (s *Session) envelope() *Envelope {
 // data handles DATA: checks, then the skip path or the filtered path.
 func (s *Session) data(ctx context.Context) error {
 	if s.rejectAll() {
-		// B44: refused, and the upstream's transaction reset.
+		// behaviour.md#reject-and-passthrough: refused, and the upstream's transaction reset.
 		defer s.txn.reset()
 		return s.conclude(nil, Outcome{Kind: Rejected, Reply: s.cfg.FilterReject, reset: true})
 	}
 	if s.cfg.SkipAuthenticated && s.authenticated {
 		return s.skip()
 	}
-	// COMPAT 4: no 354 for a message nobody can receive.
+	// behaviour.md#data: no 354 for a message nobody can receive.
 	if !s.txn.open() {
 		return s.refuse(replyNeedMail)
 	}
@@ -824,7 +824,7 @@ func (s *Session) data(ctx context.Context) error {
 	if err := s.reply(replyStartData); err != nil {
 		return err
 	}
-	defer s.txn.reset() // B20: every DATA attempt ends the transaction
+	defer s.txn.reset() // behaviour.md#envelope: every DATA attempt ends the transaction
 	return s.filtered(ctx)
 }
 
@@ -845,12 +845,12 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 
 // filtered receives the message into the pipeline, waits for the verdict
 // and acts on it. It always reads the message to its end before replying
-// (COMPAT 3, B54).
+// (behaviour.md#data).
 func (s *Session) filtered(ctx context.Context) error {
 	start := time.Now()
 	body := &bodyReader{r: s.dataReader()}
 	s.client.setBudget(s.cfg.DataDeadline, s.cfg.DataMinRate)
-	stopKA := s.up.KeepAlive(s.cfg.KeepAlives) // COMPAT 8: while receiving and filtering
+	stopKA := s.up.KeepAlive(s.cfg.KeepAlives) // behaviour.md#timeouts: while receiving and filtering
 	m, err := s.pipe.Filter(ctx, s.envelope(), body)
 	stopKA()
 	if m != nil {
@@ -892,8 +892,8 @@ func (s *Session) bodyOutcome(err error) (o Outcome, ok bool) {
 		}
 		return o, true
 	}
-	// B28: the client went away mid-DATA; nothing to answer, unless Stop
-	// cut it short (COMPAT 7: 421, not a silent close).
+	// behaviour.md#data: the client went away mid-DATA; nothing to answer, unless Stop
+	// cut it short (behaviour.md#connection: 421, not a silent close).
 	return Outcome{Kind: ClientGone, Reply: s.stoppedReply(), reset: true, end: true, Attrs: []any{"err", err}}, true
 }
 
@@ -955,7 +955,7 @@ func (s *Session) act(ctx context.Context, m *Message, start time.Time) error {
 			Attrs: []any{"err", "malformed verdict", "action", v.Action.String(), "reply", v.Reply}})
 	}
 	if v.Action != ActionAccept {
-		// B34: the upstream never sees DATA; its transaction is reset.
+		// behaviour.md#filtering: the upstream never sees DATA; its transaction is reset.
 		o := verdictOutcome(v, reply)
 		o.Attrs = append(o.Attrs, "duration", since(start))
 		return s.conclude(m, o)
@@ -964,7 +964,7 @@ func (s *Session) act(ctx context.Context, m *Message, start time.Time) error {
 }
 
 // deliver opens the upstream's DATA phase and sends the filtered message
-// with the configured Header (B37).
+// with the configured Header (behaviour.md#delivery).
 func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) error {
 	if !m.Deadline.IsZero() {
 		// The sender stops waiting at the deadline: a store that hangs
@@ -982,7 +982,7 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 	defer rc.Close()
 	rep, err := s.up.Command("DATA")
 	if err != nil {
-		// B38
+		// behaviour.md#replies
 		return s.conclude(m, Outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}})
 	}
 	if rep.Code != 354 {
@@ -1004,13 +1004,13 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 	if err != nil {
 		// Either the store failed mid-message or the upstream did: in both
 		// cases the upstream transaction is gone, and so is the session
-		// (B39: exactly one reply).
+		// (behaviour.md#delivery: exactly one reply).
 		return s.conclude(m, sendFailure(err))
 	}
 	done := Outcome{Kind: Delivered, Status: m.Verdict.Status, relayed: &rep,
 		Attrs: []any{"size", n, "reply", lastLine(rep), "duration", since(start)}}
 	if rep.Class() != 2 {
-		done.Kind, done.Status = UpstreamRefused, "" // B38: never FILTERED for refused mail
+		done.Kind, done.Status = UpstreamRefused, "" // behaviour.md#replies: never FILTERED for refused mail
 	}
 	return s.conclude(m, done)
 }
@@ -1030,7 +1030,7 @@ func sendFailure(err error) Outcome {
 func lastLine(rep wire.Reply) string { return rep.Lines[len(rep.Lines)-1] }
 
 // skip relays DATA of an authenticated client straight to the upstream
-// (Skip: authenticated, B49), still enforcing the end-of-data rules.
+// (Skip: authenticated, behaviour.md#auth), still enforcing the end-of-data rules.
 func (s *Session) skip() error {
 	rep, err := s.command("DATA")
 	if err != nil {

@@ -16,7 +16,7 @@ type Command struct {
 // A line that hid its verb behind whitespace (" RSET", "MAIL\tFROM:") is
 // recognised, and relayed as the verb, one space and Arg, so that the
 // upstream and the edge can never read two different commands in one
-// line. Any other line is relayed as it came (B12).
+// line. Any other line is relayed as it came (behaviour.md#commands).
 func ParseCommand(line string) Command {
 	trimmed := strings.Trim(line, " \t")
 	verb, arg := trimmed, ""
@@ -77,7 +77,7 @@ var xforwardNames = [...]string{"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT"
 // repeated attribute keeps its last value. Values are xtext-decoded ("+XX"),
 // lose enclosing [brackets] and, for ADDR, a leading "IPV6:"; the values
 // [UNAVAILABLE] and [TEMPUNAVAIL] (bracketed or not), empty values and values
-// holding a control character are left out (COMPAT "Do better" 6, B47).
+// holding a control character are left out (behaviour.md#xforward).
 func ParseXForward(arg string) map[string]string {
 	attrs := make(map[string]string)
 	for _, tok := range strings.FieldsFunc(arg, func(r rune) bool {

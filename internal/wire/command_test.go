@@ -14,7 +14,7 @@ func TestParseCommand(t *testing.T) {
 		{"DATA ", "DATA", "", "DATA "},
 		{"QUIT\t", "QUIT", "", "QUIT"},
 		{"rcpt   to:<b>  \t", "RCPT", "to:<b>", "rcpt   to:<b>  \t"},
-		{"noop  a  b  ", "NOOP", "a  b", "noop  a  b  "}, // B12: relayed byte for byte
+		{"noop  a  b  ", "NOOP", "a  b", "noop  a  b  "}, // behaviour.md#commands: relayed byte for byte
 		{"", "", "", ""},
 		{"ehlo client.example", "EHLO", "client.example", "ehlo client.example"},
 		{"nOoP é", "NOOP", "é", "nOoP é"},

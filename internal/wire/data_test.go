@@ -139,7 +139,7 @@ func TestDataDialogs(t *testing.T) {
 	}
 }
 
-// checkWire asserts the COMPAT 1 and 2 properties of data sent upstream:
+// checkWire asserts the behaviour.md#data properties of data sent upstream:
 // no bare CR/LF, the only end of data is the final one, lines starting with
 // '.' are stuffed.
 func checkWire(t testing.TB, up []byte) {
@@ -252,7 +252,7 @@ func TestDataRejectNUL(t *testing.T) {
 	if rest, _ := io.ReadAll(br); string(rest) != "QUIT\r\n" {
 		t.Fatalf("after Discard: %q", rest)
 	}
-	// Without RejectNUL the NUL is content, as proxsmtpd keeps it (B26).
+	// Without RejectNUL the NUL is content, as proxsmtpd keeps it (behaviour.md#data).
 	out, err = io.ReadAll(NewDataReader(bufio.NewReader(strings.NewReader(stream)), 0, false))
 	if err != nil || string(out) != "Subject: x\r\n\r\nvirus\x00hidden\r\n" {
 		t.Fatalf("kept: %q %v", out, err)
@@ -345,7 +345,7 @@ func (r repeatByte) Read(p []byte) (int, error) {
 }
 
 // Filter outputs of scenarios.py sent upstream (a09-a13) and the Header
-// placements of B43 (a04-a06, a14-a17).
+// placements of behaviour.md#header (a04-a06, a14-a17).
 func TestWriteDataDialogs(t *testing.T) {
 	hdr := []byte("X-Filtered: yes\r\n")
 	cases := []struct {

@@ -33,11 +33,11 @@ const (
 
 // DataReader decodes the DATA stream a client sends after its DATA command
 // into the message as it will be delivered: dot-stuffing removed and every
-// line ending CRLF (COMPAT "Do better" 1 and 2).
+// line ending CRLF (behaviour.md#data).
 //
 // The end of data is only "." alone on a raw line that follows a CRLF, the
 // CRLF that ended the DATA command counting as the first one, so ".\r\n"
-// right after DATA is an empty message (B25). "\n.\n", "\n.\r\n", "\r\n.\n"
+// right after DATA is an empty message (behaviour.md#data). "\n.\n", "\n.\r\n", "\r\n.\n"
 // and "\r.\r" are content. A raw line (the stream split at CRLF only) that
 // starts with '.' loses that dot. A bare LF or bare CR is written as CRLF, or,
 // if the reader rejects them, makes Read fail with ErrBareLineEnding.

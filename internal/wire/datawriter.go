@@ -31,14 +31,14 @@ const ioBuf = 32 << 10
 
 // WriteData copies the message from r to w in SMTP transparency (RFC 5321
 // 4.5.2) and ends it with ".\r\n": bare CR and bare LF become CRLF (filters
-// may emit LF-only output, B41), every line starting with '.' gets another
-// '.' (COMPAT 2, B40), and a final CRLF is added if the message does not end
+// may emit LF-only output, behaviour.md#delivery), every line starting with '.' gets another
+// '.' (behaviour.md#data, #delivery), and a final CRLF is added if the message does not end
 // with one (an empty message stays empty).
 //
 // o.Header, if set, is written before the first line when o.HeaderOnTop,
 // otherwise right before the first line that is empty or whitespace-only
 // (the end of the header block; at the top if the message starts with one),
-// or after the last line when there is no such line (COMPAT 10, B43). The
+// or after the last line when there is no such line (behaviour.md#header). The
 // header is normalised and stuffed like content.
 //
 // It streams with bounded buffers and returns the number of bytes written to

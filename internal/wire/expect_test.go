@@ -6,7 +6,7 @@ import (
 )
 
 // Go ports of the helpers at the top of /work/shared/compat/expect.py, the
-// judge of the DATA rules (COMPAT "Do better" 1 and 2), and a naive
+// judge of the DATA rules (behaviour.md#data), and a naive
 // reference encoder for WriteData.
 
 // dataContent is expect.py's data_content: the raw, still stuffed content of

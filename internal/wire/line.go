@@ -12,7 +12,7 @@ import (
 )
 
 // MaxLine is the longest command line accepted, in bytes including the line
-// terminator. Longer lines get a 500 (proxsmtpd's limit, B15).
+// terminator. Longer lines get a 500 (proxsmtpd's limit, behaviour.md#commands).
 const MaxLine = 4221
 
 var (
@@ -21,7 +21,7 @@ var (
 	ErrLineTooLong = errors.New("wire: command line too long")
 	// ErrBadLine: the line held a control character other than a tab
 	// (NUL, a CR not followed by LF, ESC, DEL ...). It was consumed whole;
-	// the caller answers 500 (B16). No command needs one, and an upstream
+	// the caller answers 500 (behaviour.md#commands). No command needs one, and an upstream
 	// could read them differently from the edge.
 	ErrBadLine = errors.New("wire: command line holds a control character")
 )

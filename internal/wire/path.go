@@ -37,7 +37,7 @@ type Path struct {
 
 // ParseMail parses the argument of MAIL (after the verb): "FROM:<addr>
 // PARAMS". Spaces after the colon are allowed, and so is an address
-// without brackets, whose parameters then follow it (B19, d07).
+// without brackets, whose parameters then follow it (behaviour.md#envelope).
 func ParseMail(arg string) (Path, error) { return parsePath(arg, "FROM:") }
 
 // ParseRcpt parses the argument of RCPT: "TO:<addr> PARAMS".

@@ -177,7 +177,7 @@ func ParseReply(line string) (Reply, error) {
 }
 
 // hiddenExtensions are the EHLO keywords never relayed to the client: the
-// edge does not implement them itself (B10, COMPAT Keep).
+// edge does not implement them itself (behaviour.md#ehlo).
 var hiddenExtensions = [...]string{"PIPELINING", "STARTTLS", "CHUNKING", "BINARYMIME", "CHECKPOINT", "XCLIENT", "XEXCH50"}
 
 func hidden(keyword string) bool {

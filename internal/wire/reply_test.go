@@ -91,7 +91,7 @@ func TestParseReply(t *testing.T) {
 }
 
 func TestFilterEHLO(t *testing.T) {
-	// g01: the upstream offers every extension (B10).
+	// g01: the upstream offers every extension (behaviour.md#ehlo).
 	all := []string{"PIPELINING", "SIZE 10240000", "STARTTLS", "AUTH PLAIN LOGIN", "CHUNKING",
 		"BINARYMIME", "CHECKPOINT", "XCLIENT NAME ADDR PROTO HELO",
 		"XFORWARD NAME ADDR PROTO HELO", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN",
