@@ -25,10 +25,12 @@ func TestShutdownBoundedWhenTheUpstreamNeverGreets(t *testing.T) {
 
 // A session still waiting for its verdict when the drain period ends is
 // answered 4xx (the sender retries; nothing is delivered), as the drain
-// period promises, not held until the verdict comes.
+// period promises, not held until the verdict comes; and the in-process
+// worker gives the job up rather than hold Shutdown until the filter ends
+// (30 s here; wait allows 20).
 func TestShutdownEndsAVerdictWait(t *testing.T) {
 	t.Parallel()
-	f := newFilter(t, `sleep 5; cat "$d/input"`)
+	f := newFilter(t, `sleep 30; cat "$d/input"`)
 	h := start(t, smtptest.Config{}, "FilterCommand: "+f.Cmd, "TimeOut: 600")
 	c := h.hello(t)
 	c.CmdLine("MAIL FROM:<alice@example.com>", smtptest.ReplySenderOK)

@@ -271,6 +271,7 @@ func (e *Edge) startWorkers(ctx context.Context, qo queue.Options) error {
 		Filter:  wiring.Filter(e.cfg),
 		Logger:  e.log.With("component", "worker"),
 		Metrics: e.wmetrics,
+		Abandon: e.sessionCtx, // cancelled once Shutdown is done with the sessions
 	}
 	e.mon.SetCheck("worker_queue", wq.Ready)
 	wctx, stop := context.WithCancel(context.Background())

@@ -31,13 +31,21 @@ const (
 type ConsumeOption func(*consumeConfig)
 
 type consumeConfig struct {
-	onSkip func(reason string)
+	onSkip  func(reason string)
+	abandon context.Context
 }
 
 // OnSkip has fn called with SkipExpired or SkipInvalid for every job that
 // Consume ends without running the handler; for metrics.
 func OnSkip(fn func(reason string)) ConsumeOption {
 	return func(c *consumeConfig) { c.onSkip = fn }
+}
+
+// AbandonWith gives up the jobs in flight when ctx ends: their contexts
+// end then, not only at their own deadlines. For workers whose jobs have
+// nobody left to answer, such as an edge's own once its sessions are gone.
+func AbandonWith(ctx context.Context) ConsumeOption {
+	return func(c *consumeConfig) { c.abandon = ctx }
 }
 
 // defaultPullWait is how long one pull request waits for jobs. It also
@@ -183,8 +191,13 @@ func (q *Queue) process(ctx context.Context, msg jetstream.Msg, h Handler, cc *c
 		return
 	}
 
-	// The job's own deadline, not ctx: on shutdown a started job finishes.
+	// The job's own deadline, not ctx: on shutdown a started job finishes,
+	// unless it is abandoned.
 	jctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	if cc.abandon != nil {
+		stop := context.AfterFunc(cc.abandon, cancel)
+		defer stop()
+	}
 	done := make(chan *sluicev1.Verdict, 1)
 	go func() {
 		defer func() {

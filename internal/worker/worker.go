@@ -41,6 +41,11 @@ type Worker struct {
 
 	Metrics *monitor.WorkerMetrics // nil: nothing counted
 
+	// Abandon, if set, gives up the jobs in progress when it ends, rather
+	// than let them finish after Run's ctx: an edge's in-process workers
+	// once its sessions, which alone wait for their verdicts, are gone.
+	Abandon context.Context
+
 	records sync.WaitGroup // verdict records still being stored
 }
 
@@ -273,6 +278,9 @@ func Run(ctx context.Context, q Consumer, w *Worker, slots int) error {
 		w.Metrics.AddSlots(slots)
 		defer w.Metrics.AddSlots(-slots)
 		opts = append(opts, queue.OnSkip(func(reason string) { w.Metrics.Job(skipResult(reason)) }))
+	}
+	if w.Abandon != nil {
+		opts = append(opts, queue.AbandonWith(w.Abandon))
 	}
 	err := q.Consume(ctx, slots, w.Handle, opts...)
 	w.records.Wait()
