@@ -778,15 +778,6 @@ func (l *loader) file(key string) string {
 	return p
 }
 
-// checked reads a sluice string setting and applies check to it.
-func (l *loader) checked(key string, check func(string) error) string {
-	s := strings.TrimSpace(l.text(key))
-	if err := check(s); err != nil {
-		l.failf(key, "%v", err)
-	}
-	return s
-}
-
 // seconds reads a proxsmtpd option counted in whole seconds.
 func (l *loader) seconds(key string, zeroOK bool) time.Duration {
 	n, ok := parseCInt(l.text(key))

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/internal/smtptest"
+	"github.com/sluice-mail/sluice/internal/testproc"
 	"github.com/sluice-mail/sluice/internal/upstream"
 )
 
@@ -62,29 +62,12 @@ type bed struct {
 	up    *smtptest.Server
 	ln    net.Listener
 	cfg   *Config
-	logs  syncBuffer
+	logs  testproc.Output
 	kinds chan Kind
 
 	mu       sync.Mutex
 	sessions []*Session
 	wg       sync.WaitGroup
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func newBed(t *testing.T, upCfg smtptest.Config, cfg Config, pipe Pipeline) *bed {
@@ -165,16 +148,15 @@ func (b *bed) dial(t *testing.T) *smtptest.Client {
 	return c
 }
 
-// send runs one transaction up to the message's final dot and returns
-// the reply to it.
-func send(t *testing.T, c *smtptest.Client, message string) smtptest.Reply {
+// send runs one transaction from sender up to the message's final dot;
+// the reply to it is the client's to read.
+func send(t *testing.T, c *smtptest.Client, sender, message string) {
 	t.Helper()
 	c.CmdExpect("EHLO client.test", 250)
-	c.CmdExpect("MAIL FROM:<alice@example.com>", 250)
+	c.CmdExpect("MAIL FROM:<"+sender+">", 250)
 	c.CmdExpect("RCPT TO:<bob@example.com>", 250)
 	c.CmdExpect("DATA", 354)
 	c.Write([]byte(message + ".\r\n"))
-	return c.Read()
 }
 
 // kind waits for the outcome of the next DATA attempt.
@@ -270,7 +252,8 @@ func TestOutcomes(t *testing.T) {
 			if body == "" {
 				body = message
 			}
-			rep := send(t, cl, body)
+			send(t, cl, "alice@example.com", body)
+			rep := cl.Read()
 			want := c.reply
 			if want == "" {
 				want = smtptest.Queued(1, 1)
@@ -372,11 +355,7 @@ func TestStopWaitsForTheReplyToASentMessage(t *testing.T) {
 	pipe := &memPipeline{decide: verdict(Verdict{Action: ActionAccept, Status: "FILTERED", Filtered: true}), filtered: message}
 	b := newBed(t, smtptest.Config{DataFinalDelay: time.Second}, Config{}, pipe)
 	cl := b.dial(t)
-	cl.CmdExpect("EHLO client.test", 250)
-	cl.CmdExpect("MAIL FROM:<alice@example.com>", 250)
-	cl.CmdExpect("RCPT TO:<bob@example.com>", 250)
-	cl.CmdExpect("DATA", 354)
-	cl.Write([]byte(message + ".\r\n"))
+	send(t, cl, "alice@example.com", message)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	// The upstream has the final dot once it records the message as
@@ -409,11 +388,7 @@ func TestPanicEndsOnlyItsSession(t *testing.T) {
 	other.CmdExpect("EHLO other.test", 250)
 
 	cl := b.dial(t)
-	cl.CmdExpect("EHLO client.test", 250)
-	cl.CmdExpect("MAIL FROM:<boom@example.com>", 250)
-	cl.CmdExpect("RCPT TO:<bob@example.com>", 250)
-	cl.CmdExpect("DATA", 354)
-	cl.Write([]byte(message + ".\r\n"))
+	send(t, cl, "boom@example.com", message)
 	cl.ExpectLine("421 4.3.0 edge.test Error: internal error")
 	cl.ExpectEOF(time.Minute)
 	select {

@@ -67,6 +67,19 @@ func TestDialog(t *testing.T) {
 	}
 }
 
+// openData takes a fresh connection to the upstream's 354.
+func openData(t *testing.T, c *Conn) {
+	t.Helper()
+	if _, err := c.ReadReply(); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"EHLO edge.test", "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA"} {
+		if _, err := c.Command(line); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+	}
+}
+
 type failingReader struct{}
 
 func (failingReader) Read([]byte) (int, error) { return 0, errors.New("store went away") }
@@ -76,11 +89,7 @@ func (failingReader) Read([]byte) (int, error) { return 0, errors.New("store wen
 func TestSendDataSourceError(t *testing.T) {
 	up := smtptest.NewServer(t, smtptest.Config{})
 	c := dial(t, up, time.Minute)
-	c.ReadReply()
-	c.Command("EHLO edge.test")
-	c.Command("MAIL FROM:<a@example.com>")
-	c.Command("RCPT TO:<b@example.com>")
-	c.Command("DATA")
+	openData(t, c)
 	_, _, err := c.SendData(io.MultiReader(strings.NewReader("Subject: x\r\n"), failingReader{}), wire.DataWriterOptions{})
 	var se *ErrSource
 	if !errors.As(err, &se) {
@@ -145,11 +154,7 @@ func TestInterrupt(t *testing.T) {
 func TestInterruptSparesTheFinalReply(t *testing.T) {
 	up := smtptest.NewServer(t, smtptest.Config{DataFinalDelay: 500 * time.Millisecond})
 	c := dial(t, up, time.Minute)
-	c.ReadReply()
-	c.Command("EHLO edge.test")
-	c.Command("MAIL FROM:<a@example.com>")
-	c.Command("RCPT TO:<b@example.com>")
-	c.Command("DATA")
+	openData(t, c)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
