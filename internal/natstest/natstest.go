@@ -27,6 +27,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/sluice-mail/sluice/internal/testcert"
 	"github.com/sluice-mail/sluice/internal/testproc"
 )
 
@@ -107,7 +108,7 @@ type Cluster struct {
 
 	nkeySeedFile string
 	nkeyPublic   string
-	tlsFiles     TLSFiles
+	tlsFiles     testcert.TLSFiles
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -141,7 +142,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 		}
 	}
 	if s.tls {
-		if c.tlsFiles, err = GenerateTLS(filepath.Join(c.dir, "tls")); err != nil {
+		if c.tlsFiles, err = testcert.GenerateTLS(filepath.Join(c.dir, "tls")); err != nil {
 			t.Fatalf("natstest: %v", err)
 		}
 	}
@@ -438,7 +439,7 @@ func (c *Cluster) URLs() []string {
 func (c *Cluster) NKeySeedFile() string { return c.nkeySeedFile }
 
 // TLS are the files of WithTLS (zero without it).
-func (c *Cluster) TLS() TLSFiles { return c.tlsFiles }
+func (c *Cluster) TLS() testcert.TLSFiles { return c.tlsFiles }
 
 // Running reports whether node i's process runs.
 func (c *Cluster) Running(i int) bool {

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sluice-mail/sluice/internal/natstest"
+	"github.com/sluice-mail/sluice/internal/testcert"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
@@ -208,7 +209,7 @@ func TestClusterAuth(t *testing.T) {
 			},
 			bad: func(t *testing.T, c *natstest.Cluster) []bad {
 				f := c.TLS()
-				other, err := natstest.GenerateTLS(t.TempDir())
+				other, err := testcert.GenerateTLS(t.TempDir())
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -1,4 +1,6 @@
-package natstest
+// Package testcert makes a throw-away CA and certificates for tests of TLS:
+// NATS, SMTP STARTTLS, S3.
+package testcert
 
 import (
 	"crypto/ecdsa"
