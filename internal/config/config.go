@@ -139,11 +139,24 @@ type Config struct {
 
 	Limits   Limits
 	XForward XForward
+	TLS      TLS
 	NATS     NATS
 	Store    Store
 	Filter   FilterSettings
 	Worker   WorkerSettings
 }
+
+// TLS is the edge's TLS towards its clients: STARTTLS, and optionally a
+// listener where TLS starts at once.
+type TLS struct {
+	CertFile       string  // PEM, the full chain; "" = no TLS
+	KeyFile        string  // PEM
+	Required       bool    // MAIL before STARTTLS gets 530 5.7.0
+	ImplicitListen Address // RFC 8314 listener; Network "" = none
+}
+
+// Enabled reports whether the edge offers TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // NULBytes is what the edge does with a NUL byte inside DATA.
 type NULBytes string
@@ -522,6 +535,7 @@ func (l *loader) buildSluice(c *Config) {
 	l.buildHost(c)
 	l.buildLimits(c)
 	l.buildFilter(c)
+	l.buildTLS(c)
 	l.buildNATS(c)
 	l.buildJobTimeout(c)
 	l.buildStore(c)
@@ -564,6 +578,29 @@ func (l *loader) buildFilter(c *Config) {
 		c.Filter.MaxOutputSize = l.size("filter.max_output_size")
 	} else {
 		c.Filter.MaxOutputSize = c.MaxMessageSize
+	}
+}
+
+// buildTLS checks that the TLS settings make one whole, and reads the
+// implicit-TLS listener.
+func (l *loader) buildTLS(c *Config) {
+	t := &c.TLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		l.failf("tls.cert_file", "tls.cert_file and tls.key_file go together")
+	}
+	if t.Required && !t.Enabled() {
+		l.failf("tls.required", "needs tls.cert_file and tls.key_file")
+	}
+	if l.role != Edge || strings.TrimSpace(l.text("tls.implicit_listen")) == "" {
+		return
+	}
+	if !t.Enabled() {
+		l.failf("tls.implicit_listen", "needs tls.cert_file and tls.key_file")
+		return
+	}
+	t.ImplicitListen = l.address("tls.implicit_listen", 465)
+	if t.ImplicitListen == c.Listen {
+		l.failf("tls.implicit_listen", "is the Listen address %s", c.Listen)
 	}
 }
 

@@ -86,6 +86,10 @@ var settings = []setting{
 	{key: "max_connections_per_client", kind: kindInt, help: "sessions one client address may hold (default: half of MaxConnections)"},
 	{key: "client_limit_exceptions", kind: kindList, def: "127.0.0.0/8,::1/128", help: "client networks exempt from max_connections_per_client; none = no exceptions", networks: true, field: fieldOf(func(c *Config) *[]netip.Prefix { return &c.Limits.PerClientExempt })},
 	{key: "xforward.trusted", kind: kindList, def: "127.0.0.0/8,::1/128", help: "client networks whose XFORWARD is believed; none = nobody", networks: true, field: fieldOf(func(c *Config) *[]netip.Prefix { return &c.XForward.Trusted })},
+	{key: "tls.cert_file", kind: kindString, help: "PEM certificate chain for STARTTLS and tls.implicit_listen; empty = no TLS", file: true, field: fieldOf(func(c *Config) *string { return &c.TLS.CertFile })},
+	{key: "tls.key_file", kind: kindString, help: "PEM private key of tls.cert_file", file: true, field: fieldOf(func(c *Config) *string { return &c.TLS.KeyFile })},
+	{key: "tls.required", kind: kindBool, def: "false", help: "refuse MAIL before STARTTLS (530 5.7.0)", field: fieldOf(func(c *Config) *bool { return &c.TLS.Required })},
+	{key: "tls.implicit_listen", help: "address of a listener where TLS starts at once (RFC 8314, port 465 style); empty = none"},
 	{key: "nats.url", kind: kindList, help: "NATS server URLs, comma-separated; empty = embedded server", check: checkNATSURL, field: fieldOf(func(c *Config) *[]string { return &c.NATS.URLs })},
 	{key: "nats.listen", help: "host:port where the embedded server accepts clients; empty = in-process only"},
 	{key: "nats.stream", def: "SLUICE_JOBS", help: "JetStream stream holding filter jobs", check: checkName, field: fieldOf(func(c *Config) *string { return &c.NATS.Stream })},
@@ -123,7 +127,7 @@ var settings = []setting{
 
 // groups are the nested maps of the YAML form; "nats:" with every entry
 // commented out is null, not an unknown setting.
-var groups = map[string]bool{"nats": true, "store": true, "store.s3": true, "worker": true, "xforward": true, "filter": true}
+var groups = map[string]bool{"nats": true, "store": true, "store.s3": true, "worker": true, "xforward": true, "filter": true, "tls": true}
 
 // lookup returns the setting for a lower-case key.
 func lookup(key string) (setting, bool) {

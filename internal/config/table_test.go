@@ -82,6 +82,9 @@ func TestTableDrivesParsing(t *testing.T) {
 			case "nats.tls_cert", "nats.tls_key":
 				other, _ := samples(t, setting{key: "other", kind: kindString, file: true})
 				partner = []string{"SLUICE_NATS_TLS_CERT=" + other, "SLUICE_NATS_TLS_KEY=" + other}
+			case "tls.cert_file", "tls.key_file", "tls.required":
+				other, _ := samples(t, setting{key: "other", kind: kindString, file: true})
+				partner = []string{"SLUICE_TLS_CERT_FILE=" + other, "SLUICE_TLS_KEY_FILE=" + other}
 			}
 			def := reflect.ValueOf(s.field(plain)).Elem().Interface()
 			sources := map[string]struct{ args, env []string }{
