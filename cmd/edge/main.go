@@ -44,13 +44,23 @@ func run(args, environ []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	signal.Ignore(syscall.SIGPIPE)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	e, err := edge.Start(ctx, cfg, log)
 	if err != nil {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
+	go func() {
+		// SIGHUP reads the TLS certificate again (a renewal); nothing else
+		// is reloaded.
+		for range hup {
+			e.ReloadTLS()
+		}
+	}()
 	defer wiring.WritePidFile(cfg.PidFile, log)()
 	code := 0
 	select {

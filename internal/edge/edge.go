@@ -6,6 +6,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/rs/xid"
 
 	"github.com/sluice-mail/sluice/internal/blob"
+	"github.com/sluice-mail/sluice/internal/certs"
 	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/header"
 	"github.com/sluice-mail/sluice/internal/monitor"
@@ -56,6 +58,11 @@ type Edge struct {
 	bgStop      context.CancelFunc
 	bg          sync.WaitGroup
 
+	certs      *certs.Store  // nil without TLS
+	tls        *tls.Config   // from certs
+	hup        chan struct{} // ReloadTLS
+	implicitLn net.Listener  // tls.implicit_listen; nil for none
+
 	// listenerDone is closed when the accept loop ended on its own, its
 	// listener broken; listenerErr says why.
 	listenerDone chan struct{}
@@ -85,7 +92,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, er
 // start is Start with the function that opens the listener.
 func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen func(config.Address) (net.Listener, error)) (*Edge, error) {
 	e := &Edge{cfg: cfg, log: log, sessions: map[*session.Session]struct{}{}, perIP: map[netip.Addr]int{},
-		listenerDone: make(chan struct{})}
+		listenerDone: make(chan struct{}), hup: make(chan struct{}, 1)}
 	e.sessionCtx, e.stopSessions = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -95,6 +102,13 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 	}()
 	if err := e.startMonitor(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.TLS.Enabled() {
+		var err error
+		if e.certs, err = certs.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, log); err != nil {
+			return nil, err
+		}
+		e.tls = e.certs.Config()
 	}
 	e.scfg = e.sessionConfig()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -113,18 +127,59 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 	if e.ln, err = listen(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("cannot listen on %s (Listen): %w", cfg.Listen, err)
 	}
+	if a := cfg.TLS.ImplicitListen; a.Network != "" {
+		if e.implicitLn, err = listen(a); err != nil {
+			return nil, fmt.Errorf("cannot listen on %s (tls.implicit_listen): %w", a, err)
+		}
+	}
 	e.mon.SetCheck("listener", e.listenerCheck)
 	e.slots = make(chan struct{}, cfg.MaxConnections)
-	bgctx, bgStop := context.WithCancel(context.Background())
-	e.bgStop = bgStop
-	e.bg.Add(1)
-	go func() { defer e.bg.Done(); e.sweep(bgctx) }()
+	e.startBackground()
 	e.acceptWG.Add(1)
-	go e.accept()
+	go e.accept(e.ln, false)
+	if e.implicitLn != nil {
+		e.acceptWG.Add(1)
+		go e.accept(e.implicitLn, true)
+		log.Info("edge listening with implicit TLS", "addr", e.implicitLn.Addr().String())
+	}
 	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", cfg.OutAddress.String(),
 		"nats", natsDescription(cfg), "store", wiring.StoreDescription(cfg), "workers", cfg.Worker.Slots)
 	ok = true
 	return e, nil
+}
+
+// startBackground starts the retention sweep and, with TLS, the watch on
+// the certificate's files.
+func (e *Edge) startBackground() {
+	bgctx, bgStop := context.WithCancel(context.Background())
+	e.bgStop = bgStop
+	e.bg.Add(1)
+	go func() { defer e.bg.Done(); e.sweep(bgctx) }()
+	if e.certs != nil {
+		e.bg.Add(1)
+		go func() { defer e.bg.Done(); e.certs.Watch(bgctx, certCheckEvery, e.hup) }()
+	}
+}
+
+// certCheckEvery is how often the certificate's files are looked at for
+// a renewal.
+const certCheckEvery = 30 * time.Second
+
+// ReloadTLS reads the certificate again (SIGHUP); a pair that does not
+// load keeps the one in use, logged.
+func (e *Edge) ReloadTLS() {
+	select {
+	case e.hup <- struct{}{}:
+	default: // a reload is pending already
+	}
+}
+
+// ImplicitAddr is the address of the implicit-TLS listener, nil without.
+func (e *Edge) ImplicitAddr() net.Addr {
+	if e.implicitLn == nil {
+		return nil
+	}
+	return e.implicitLn.Addr()
 }
 
 // startMonitor starts the monitoring endpoint first, so that a busy
@@ -171,6 +226,8 @@ func (e *Edge) sessionConfig() session.Config {
 		DataDeadline:       cfg.Limits.DataDeadline,
 		DataMinRate:        cfg.Limits.DataMinRate,
 		XForwardTrusted:    cfg.XForward.TrustedXForward,
+		TLS:                e.tls,
+		TLSRequired:        cfg.TLS.Required,
 
 		OnMessage: func(k session.Kind) { e.metrics.Message(k.String()) },
 		OnLimit:   e.metrics.Limit,
@@ -298,11 +355,11 @@ func listen(a config.Address) (net.Listener, error) {
 // Addr is the address the edge listens on.
 func (e *Edge) Addr() net.Addr { return e.ln.Addr() }
 
-func (e *Edge) accept() {
+func (e *Edge) accept(ln net.Listener, implicitTLS bool) {
 	defer e.acceptWG.Done()
 	var delay time.Duration
 	for {
-		c, err := e.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			if e.closing.Load() {
 				return
@@ -315,9 +372,11 @@ func (e *Edge) accept() {
 			}
 			e.log.Error("listener failed: no more connections accepted", "err", err)
 			e.mu.Lock()
-			e.listenerErr = err
+			if e.listenerErr == nil {
+				e.listenerErr = err
+				close(e.listenerDone)
+			}
 			e.mu.Unlock()
-			close(e.listenerDone)
 			return
 		}
 		delay = 0
@@ -342,7 +401,7 @@ func (e *Edge) accept() {
 		e.active.Add(1)
 		go func() {
 			defer e.releaseClient(ip)
-			e.serve(c)
+			e.serve(c, implicitTLS)
 		}()
 	}
 }
@@ -416,7 +475,7 @@ func (e *Edge) releaseClient(ip netip.Addr) {
 	}
 }
 
-func (e *Edge) serve(c net.Conn) {
+func (e *Edge) serve(c net.Conn, implicitTLS bool) {
 	defer e.active.Done()
 	defer func() { <-e.slots }()
 	e.metrics.SessionStarted()
@@ -428,6 +487,15 @@ func (e *Edge) serve(c net.Conn) {
 	// session (Stop) and its pipeline all end with it.
 	ctx, cancel := context.WithCancel(e.sessionCtx)
 	defer cancel()
+	if implicitTLS {
+		tc, err := e.handshake(ctx, c)
+		if err != nil {
+			log.Info("TLS handshake failed", "err", err)
+			c.Close()
+			return
+		}
+		c = tc
+	}
 
 	// behaviour.md#connection: the upstream first; the client is greeted only once it greeted.
 	up, err := e.dialUpstream(ctx, c)
@@ -453,6 +521,21 @@ func (e *Edge) serve(c net.Conn) {
 	defer stop()
 	s.Serve(ctx)
 	log.Debug("connection closed")
+}
+
+// handshake starts TLS at once on a connection to the implicit-TLS
+// listener, within TimeOut.
+func (e *Edge) handshake(ctx context.Context, c net.Conn) (*tls.Conn, error) {
+	if t := e.cfg.TimeOut; t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	tc := tls.Server(c, e.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return tc, nil
 }
 
 // dialUpstream connects to OutAddress; a port alone means the client's own
@@ -506,6 +589,9 @@ func (e *Edge) Shutdown(ctx context.Context) {
 	e.closing.Store(true)
 	if e.ln != nil {
 		e.ln.Close()
+	}
+	if e.implicitLn != nil {
+		e.implicitLn.Close()
 	}
 	e.acceptWG.Wait()
 	e.mu.Lock()

@@ -26,7 +26,8 @@ func TestNATSDescriptionHidesSecrets(t *testing.T) {
 // Every limit the session reports has its value of the metric's label.
 func TestLimitNamesCounted(t *testing.T) {
 	for _, l := range []string{session.LimitCommandDeadline, session.LimitDataDeadline, session.LimitHardErrors,
-		session.LimitEarlyTalker, session.LimitRecipients, session.LimitMessageSize, session.LimitXForward} {
+		session.LimitEarlyTalker, session.LimitRecipients, session.LimitMessageSize, session.LimitXForward,
+		session.LimitTLSPipelined} {
 		if !slices.Contains(monitor.Limits, l) {
 			t.Errorf("%s is not in monitor.Limits", l)
 		}

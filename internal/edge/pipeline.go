@@ -89,6 +89,9 @@ func (p *pipeline) Filter(ctx context.Context, e *session.Envelope, body io.Read
 		RemoteHelo:  e.RemoteHelo,
 		ClientHelo:  e.ClientHelo,
 	}
+	if e.TLS != nil {
+		job.TlsVersion, job.TlsCipher = e.TLS.Version, e.TLS.Cipher
+	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	sent := time.Now()

@@ -162,6 +162,9 @@ func environ(base []string, env Env, tempDir, email, rcptFile string) []string {
 	if env.RemoteHelo != nil {
 		out = append(out, "REMOTE_HELO="+clean(*env.RemoteHelo))
 	}
+	if env.TLSVersion != "" {
+		out = append(out, "TLS_VERSION="+clean(env.TLSVersion), "TLS_CIPHER="+clean(env.TLSCipher))
+	}
 	out = append(out, "TMPDIR="+clean(tempDir))
 	if email != "" {
 		out = append(out, "EMAIL="+clean(email))
@@ -176,7 +179,7 @@ func environ(base []string, env Env, tempDir, email, rcptFile string) []string {
 func isOwnVar(kv string) bool {
 	name, _, _ := strings.Cut(kv, "=")
 	switch name {
-	case "SENDER", "RECIPIENTS", "RECIPIENTS_FILE", "CLIENT", "SERVER", "REMOTE", "REMOTE_HELO", "TMPDIR", "EMAIL":
+	case "SENDER", "RECIPIENTS", "RECIPIENTS_FILE", "CLIENT", "SERVER", "REMOTE", "REMOTE_HELO", "TLS_VERSION", "TLS_CIPHER", "TMPDIR", "EMAIL":
 		return true
 	}
 	return false

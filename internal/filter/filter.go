@@ -50,6 +50,8 @@ type Env struct {
 	Server     string   // SERVER
 	Remote     *string  // REMOTE (XFORWARD ADDR)
 	RemoteHelo *string  // REMOTE_HELO (XFORWARD HELO)
+	TLSVersion string   // TLS_VERSION, with TLS_CIPHER: the client's TLS session; "" = none
+	TLSCipher  string   // TLS_CIPHER
 }
 
 // Action is what the filter asked for.

@@ -75,7 +75,7 @@ var Statuses = []string{
 // Limits lists the values of sluice_edge_limits_total's limit label: the
 // session's Limit* names.
 var Limits = []string{"command_deadline", "data_deadline", "hard_error_limit", "early_talker",
-	"recipient_limit", "message_size", "xforward_untrusted"}
+	"recipient_limit", "message_size", "xforward_untrusted", "starttls_pipelined"}
 
 // durationBuckets span a quick filter (milliseconds) to a slow scanner or a
 // verdict that waited for the job deadline (minutes).

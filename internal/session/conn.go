@@ -79,13 +79,13 @@ func (c *clientConn) Read(p []byte) (int, error) {
 			d = limit
 		}
 	}
-	_ = c.s.conn.SetReadDeadline(d)
+	_ = c.s.conn.SetReadDeadline(d) // a TLS connection's deadline is its socket's
 	// Checked after setting the deadline: interrupt sets the flag before
 	// moving the deadline, so one of the two always wins.
 	if c.intr.Load() {
 		return 0, errInterrupted
 	}
-	n, err := c.s.conn.Read(p)
+	n, err := c.s.transport().Read(p)
 	c.n += int64(n)
 	if n > 0 && c.lazy > 0 {
 		c.end, c.lazy = time.Now().Add(c.lazy), 0
@@ -104,7 +104,7 @@ func (c *clientConn) Write(p []byte) (int, error) {
 	if t := c.s.cfg.TimeOut; t > 0 {
 		_ = c.s.conn.SetWriteDeadline(time.Now().Add(t))
 	}
-	return c.s.conn.Write(p)
+	return c.s.transport().Write(p)
 }
 
 func (c *clientConn) interrupt() {

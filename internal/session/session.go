@@ -12,6 +12,7 @@ package session
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,11 @@ type Config struct {
 	DataMinRate        int64                 // bytes per second that extend DataDeadline
 	XForwardTrusted    func(netip.Addr) bool // whose XFORWARD is believed; nil = nobody
 
+	// TLS, if set, is offered with STARTTLS; AUTH then waits for it.
+	TLS *tls.Config
+	// TLSRequired refuses MAIL before STARTTLS.
+	TLSRequired bool
+
 	// OnLimit, if set, is called when a limit ends a command or a session
 	// (one of the Limit* names).
 	OnLimit func(limit string)
@@ -73,6 +79,7 @@ const (
 	LimitRecipients      = "recipient_limit"
 	LimitMessageSize     = "message_size"
 	LimitXForward        = "xforward_untrusted"
+	LimitTLSPipelined    = "starttls_pipelined"
 )
 
 // Envelope is what the pipeline needs to know of one message.
@@ -82,8 +89,21 @@ type Envelope struct {
 	ClientAddr string
 	ClientHelo string
 	ServerAddr string
-	RemoteAddr *string // XFORWARD ADDR, accepted by the upstream
-	RemoteHelo *string // XFORWARD HELO
+	RemoteAddr *string  // XFORWARD ADDR, accepted by the upstream
+	RemoteHelo *string  // XFORWARD HELO
+	TLS        *TLSInfo // the client's TLS session; nil for none
+}
+
+// TLSInfo is what the filter and the job record learn of a client's TLS
+// session.
+type TLSInfo struct {
+	Version string // "TLSv1.3"
+	Cipher  string // "TLS_AES_128_GCM_SHA256"
+}
+
+func tlsInfo(st tls.ConnectionState) *TLSInfo {
+	v := strings.Replace(tls.VersionName(st.Version), "TLS 1.", "TLSv1.", 1)
+	return &TLSInfo{Version: v, Cipher: tls.CipherSuiteName(st.CipherSuite)}
 }
 
 // Message is a message handed to the pipeline: its id, when it was
@@ -130,6 +150,11 @@ const (
 	replySizeDeclared = "552 5.3.4 Message size exceeds fixed limit"
 	replyNoXForward   = "550 5.7.0 Error: insufficient XFORWARD authorization"
 	replyEarlyTalker  = "554 5.5.1 Error: talked before the greeting"
+	replyStartTLS     = "220 2.0.0 Ready to start TLS"
+	replyNeedTLS      = "530 5.7.0 Must issue a STARTTLS command first"
+	replyTLSActive    = "554 5.5.1 Error: TLS already active"
+	replyTLSSyntax    = "501 5.5.4 Syntax: STARTTLS"
+	replyTLSPipelined = "554 5.5.1 Error: command pipelined after STARTTLS"
 	replyNUL          = "554 5.6.0 Message contains NUL bytes"
 	replyNeedMail     = "503 5.5.1 Error: need MAIL command"
 	replyNeedHello    = "503 5.5.1 Error: send HELO/EHLO first"
@@ -177,7 +202,9 @@ type Session struct {
 	log  *slog.Logger
 	id   string // connection id for logs
 
-	conn    net.Conn
+	conn    net.Conn  // the client's connection as accepted
+	tlsConn *tls.Conn // after STARTTLS (or an implicit-TLS listener): the session's transport
+	tls     *TLSInfo
 	cr      *bufio.Reader
 	cw      *bufio.Writer
 	client  *clientConn
@@ -229,7 +256,20 @@ func New(cfg *Config, pipe Pipeline, log *slog.Logger, id string, conn net.Conn,
 	s.localIP = hostIP(conn.LocalAddr())
 	s.log = log.With("conn", id, "client", s.clientIP)
 	s.xforwardOK = cfg.XForwardTrusted != nil && cfg.XForwardTrusted(PolicyAddr(conn.RemoteAddr()))
+	if tc, ok := conn.(*tls.Conn); ok {
+		// An implicit-TLS listener: the handshake is done.
+		s.tlsConn, s.tls = tc, tlsInfo(tc.ConnectionState())
+	}
 	return s
+}
+
+// transport is what the session reads and writes: the TLS session once
+// there is one. Only the session's goroutine calls it.
+func (s *Session) transport() net.Conn {
+	if s.tlsConn != nil {
+		return s.tlsConn
+	}
+	return s.conn
 }
 
 // PolicyAddr is the client address that trust and limits apply to. A
@@ -288,7 +328,7 @@ func (s *Session) Stop() {
 // command) makes the kernel answer RST, and the client may then lose the
 // last reply, a 421 included. So: shut down the sending side, read what
 // the client still sends for a moment (in the background), then close.
-func (s *Session) closeClient() { closeGently(s.conn) }
+func (s *Session) closeClient() { closeGently(s.transport()) }
 
 // closeGently sends FIN and lets the connection linger in the
 // background, so that the session (and its MaxConnections slot) ends now.
@@ -525,7 +565,12 @@ func (s *Session) dispatch(ctx context.Context, cmd wire.Command) error {
 	switch cmd.Verb {
 	case "EHLO", "HELO":
 		return s.hello(cmd)
-	case "STARTTLS", "BDAT", "XEXCH50":
+	case "STARTTLS":
+		if s.cfg.TLS != nil {
+			return s.startTLS(cmd)
+		}
+		return s.refuse(replyNotImpl) // not offered, so not accepted; never relayed
+	case "BDAT", "XEXCH50":
 		// behaviour.md#commands: not offered, so not accepted; never relayed.
 		return s.refuse(replyNotImpl)
 	case "XCLIENT":
@@ -550,6 +595,11 @@ func (s *Session) dispatch(ctx context.Context, cmd wire.Command) error {
 	case "XFORWARD":
 		return s.xforward(cmd)
 	case "AUTH":
+		if s.cfg.TLS != nil && s.tls == nil {
+			// As Postfix's smtpd_tls_auth_only: no password in clear
+			// where TLS is on offer.
+			return s.refuse(replyNeedTLS)
+		}
 		return s.auth(cmd.Line)
 	case "QUIT":
 		rep, err := s.command(cmd.Line)
@@ -602,6 +652,10 @@ func (s *Session) hello(cmd wire.Command) error {
 	o := wire.EHLOOptions{MaxSize: s.cfg.MaxMessageSize}
 	if !s.xforwardOK {
 		o.Hide = []string{"XFORWARD"}
+	}
+	if s.cfg.TLS != nil && s.tls == nil {
+		o.Add = []string{"STARTTLS"}
+		o.Hide = append(o.Hide, "AUTH")
 	}
 	out, offered := wire.FilterEHLO(rep, s.cfg.Hostname, o)
 	if cmd.Verb == "EHLO" {
@@ -677,6 +731,9 @@ func (s *Session) rejectAll() bool {
 func (s *Session) mail(cmd wire.Command) error {
 	if s.rejectAll() {
 		return s.reply(s.cfg.FilterReject) // behaviour.md#reject-and-passthrough: not forwarded
+	}
+	if s.cfg.TLSRequired && s.tls == nil {
+		return s.refuse(replyNeedTLS)
 	}
 	p, err := wire.ParseMail(cmd.Arg)
 	switch {
@@ -801,6 +858,7 @@ func (s *Session) envelope() *Envelope {
 		ServerAddr: s.up.RemoteIP(),
 		RemoteAddr: s.txn.remoteAddr,
 		RemoteHelo: s.txn.remoteHelo,
+		TLS:        s.tls,
 	}
 }
 

@@ -3,6 +3,7 @@ package smtptest
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -85,6 +86,25 @@ func DialFrom(tb ClientTB, from, addr string) *Client {
 	cl := &Client{tb: tb, c: c, r: bufio.NewReader(c), Timeout: 10 * time.Second}
 	tb.Cleanup(func() { c.Close() })
 	return cl
+}
+
+// StartTLS performs the client's side of a TLS handshake on the
+// connection (after a 220 to STARTTLS, or at once for implicit TLS) and
+// continues the dialog inside it. It fails the test if the handshake
+// fails, and returns the session's state.
+func (c *Client) StartTLS(cfg *tls.Config) tls.ConnectionState {
+	c.tb.Helper()
+	if c.r.Buffered() > 0 {
+		c.tb.Fatalf("smtptest: %d bytes unread before the TLS handshake", c.r.Buffered())
+	}
+	tc := tls.Client(c.c, cfg)
+	_ = tc.SetDeadline(time.Now().Add(c.Timeout))
+	if err := tc.Handshake(); err != nil {
+		c.tb.Fatalf("smtptest: TLS handshake: %v", err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	c.c, c.r = tc, bufio.NewReader(tc)
+	return tc.ConnectionState()
 }
 
 // Conn is the underlying connection.

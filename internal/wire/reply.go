@@ -193,6 +193,7 @@ func hidden(keyword string) bool {
 type EHLOOptions struct {
 	Hide    []string // keywords not advertised to this client, besides the ones the edge never relays
 	MaxSize int64    // the edge's own size limit: SIZE advertises the smaller of it and the upstream's; 0 = none
+	Add     []string // extensions the edge implements itself (STARTTLS), advertised last
 }
 
 // FilterEHLO turns the upstream's successful (2xx) EHLO reply into the reply
@@ -236,6 +237,7 @@ func FilterEHLO(rep Reply, host string, o EHLOOptions) (out Reply, offered map[s
 		}
 		texts = append(texts, text)
 	}
+	texts = append(texts, o.Add...)
 	out = Reply{Code: rep.Code, Lines: make([]string, len(texts))}
 	for i, t := range texts {
 		sep := "-"

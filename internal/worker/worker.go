@@ -253,6 +253,8 @@ func EnvOf(job *sluicev1.FilterJob) filter.Env {
 		Server:     job.GetServerAddr(),
 		Remote:     job.RemoteAddr,
 		RemoteHelo: job.RemoteHelo,
+		TLSVersion: job.GetTlsVersion(),
+		TLSCipher:  job.GetTlsCipher(),
 	}
 }
 

@@ -118,7 +118,12 @@ type FilterJob struct {
 	RemoteAddr *string `protobuf:"bytes,14,opt,name=remote_addr,json=remoteAddr,proto3,oneof" json:"remote_addr,omitempty"`
 	RemoteHelo *string `protobuf:"bytes,15,opt,name=remote_helo,json=remoteHelo,proto3,oneof" json:"remote_helo,omitempty"`
 	// The client's EHLO/HELO argument, for logs and replay.
-	ClientHelo    string `protobuf:"bytes,16,opt,name=client_helo,json=clientHelo,proto3" json:"client_helo,omitempty"`
+	ClientHelo string `protobuf:"bytes,16,opt,name=client_helo,json=clientHelo,proto3" json:"client_helo,omitempty"`
+	// The client's TLS session (STARTTLS or an implicit-TLS listener): the
+	// filter environment's TLS_VERSION ("TLSv1.3") and TLS_CIPHER. Empty
+	// without TLS.
+	TlsVersion    string `protobuf:"bytes,17,opt,name=tls_version,json=tlsVersion,proto3" json:"tls_version,omitempty"`
+	TlsCipher     string `protobuf:"bytes,18,opt,name=tls_cipher,json=tlsCipher,proto3" json:"tls_cipher,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -261,6 +266,20 @@ func (x *FilterJob) GetRemoteHelo() string {
 func (x *FilterJob) GetClientHelo() string {
 	if x != nil {
 		return x.ClientHelo
+	}
+	return ""
+}
+
+func (x *FilterJob) GetTlsVersion() string {
+	if x != nil {
+		return x.TlsVersion
+	}
+	return ""
+}
+
+func (x *FilterJob) GetTlsCipher() string {
+	if x != nil {
+		return x.TlsCipher
 	}
 	return ""
 }
@@ -463,7 +482,7 @@ var File_sluice_v1_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/sluice.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x04\n" +
+	"\x16sluice/v1/sluice.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x05\n" +
 	"\tFilterJob\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x17\n" +
@@ -491,7 +510,11 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\vremote_helo\x18\x0f \x01(\tH\x02R\n" +
 	"remoteHelo\x88\x01\x01\x12\x1f\n" +
 	"\vclient_helo\x18\x10 \x01(\tR\n" +
-	"clientHeloB\t\n" +
+	"clientHelo\x12\x1f\n" +
+	"\vtls_version\x18\x11 \x01(\tR\n" +
+	"tlsVersion\x12\x1d\n" +
+	"\n" +
+	"tls_cipher\x18\x12 \x01(\tR\ttlsCipherB\t\n" +
 	"\a_senderB\x0e\n" +
 	"\f_remote_addrB\x0e\n" +
 	"\f_remote_helo\"\x95\x04\n" +
