@@ -129,3 +129,30 @@ func TestNoTLSWithoutCertificate(t *testing.T) {
 	}
 	cl.CmdLine("STARTTLS", replyNotImpl)
 }
+
+// Skip: authenticated keeps working where AUTH waits for TLS: an
+// authenticated client's message goes straight to the upstream.
+func TestSkipAuthenticatedAfterTLS(t *testing.T) {
+	server, client := tlsConfigs(t)
+	up := smtptest.Config{Extensions: []string{"AUTH PLAIN", "8BITMIME"}}
+	pipe := &memPipeline{decide: func(*Envelope, []byte) (*Verdict, error) {
+		t.Error("an authenticated client's message was filtered")
+		return &Verdict{Action: ActionAccept}, nil
+	}}
+	b := newBed(t, up, Config{TLS: server, SkipAuthenticated: true}, pipe)
+	cl := b.dial(t)
+	cl.CmdExpect("EHLO client.test", 250)
+	cl.CmdLine("STARTTLS", replyStartTLS)
+	cl.StartTLS(client)
+	cl.CmdExpect("EHLO client.test", 250)
+	cl.CmdExpect("AUTH PLAIN AGFsaWNlAHNlY3JldA==", 235)
+	cl.CmdExpect("MAIL FROM:<alice@example.com>", 250)
+	cl.CmdExpect("RCPT TO:<bob@example.com>", 250)
+	cl.CmdExpect("DATA", 354) // the upstream's own
+	cl.Write([]byte(message + ".\r\n"))
+	cl.ExpectLine(smtptest.Queued(1, 1))
+	if k := b.kind(t); k != Skipped {
+		t.Errorf("outcome %v, want skipped", k)
+	}
+	cl.CmdExpect("QUIT", 221)
+}
