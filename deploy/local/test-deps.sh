@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the third-party software sluice's tests run against, when it is
-# missing: swaks (with Net::SSLeay for TLS), openssl, and Postfix (Debian packages: smtp-sink/smtp-source, and
+# missing: swaks (with Net::SSLeay for TLS), openssl, HAProxy, and Postfix (Debian packages: smtp-sink/smtp-source, and
 # postfix, postcat, postsuper and master for internal/postfixtest's real
 # instance), versitygw (a real S3 server) and nats-server (for JetStream
 # clusters).
@@ -23,6 +23,8 @@ command -v swaks >/dev/null || need_apt+=(swaks)
 # swaks speaks TLS through Net::SSLeay; openssl s_client tests STARTTLS too.
 perl -MNet::SSLeay -e1 2>/dev/null || need_apt+=(libnet-ssleay-perl)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# HAProxy, for the PROXY protocol in front of the edge.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # postfix_ready: Postfix's commands, and its daemons (master, smtpd,
 # cleanup, ...) in daemon_directory, as internal/postfixtest runs them.
 postfix_ready() {
@@ -67,4 +69,4 @@ if [ "$(gover "$GOBIN/nats-server")" != "$NATS_SERVER_VERSION" ]; then
   echo "test-deps: installing nats-server $NATS_SERVER_VERSION"
   go install "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION"
 fi
-echo "test-deps: swaks, openssl, postfix, versitygw $VERSITYGW_VERSION, nats-server $NATS_SERVER_VERSION ready"
+echo "test-deps: swaks, openssl, haproxy, postfix, versitygw $VERSITYGW_VERSION, nats-server $NATS_SERVER_VERSION ready"

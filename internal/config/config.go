@@ -140,11 +140,22 @@ type Config struct {
 	Limits   Limits
 	XForward XForward
 	TLS      TLS
+
+	ProxyProtocol ProxyProtocol
 	NATS     NATS
 	Store    Store
 	Filter   FilterSettings
 	Worker   WorkerSettings
 }
+
+// ProxyProtocol is who may put a PROXY protocol header before the SMTP
+// dialog: the load balancers in front of the edge.
+type ProxyProtocol struct {
+	Trusted []netip.Prefix // empty: nobody, and no header is read
+}
+
+// Trusts reports whether a connection from ip starts with a header.
+func (p ProxyProtocol) Trusts(ip netip.Addr) bool { return containsAddr(p.Trusted, ip) }
 
 // TLS is the edge's TLS towards its clients: STARTTLS, and optionally a
 // listener where TLS starts at once.

@@ -86,6 +86,7 @@ var settings = []setting{
 	{key: "max_connections_per_client", kind: kindInt, help: "sessions one client address may hold (default: half of MaxConnections)"},
 	{key: "client_limit_exceptions", kind: kindList, def: "127.0.0.0/8,::1/128", help: "client networks exempt from max_connections_per_client; none = no exceptions", networks: true, field: fieldOf(func(c *Config) *[]netip.Prefix { return &c.Limits.PerClientExempt })},
 	{key: "xforward.trusted", kind: kindList, def: "127.0.0.0/8,::1/128", help: "client networks whose XFORWARD is believed; none = nobody", networks: true, field: fieldOf(func(c *Config) *[]netip.Prefix { return &c.XForward.Trusted })},
+	{key: "proxy_protocol.trusted", kind: kindList, help: "peers (load balancers) whose connections start with a PROXY protocol header, v1 or v2; empty = none", networks: true, field: fieldOf(func(c *Config) *[]netip.Prefix { return &c.ProxyProtocol.Trusted })},
 	{key: "tls.cert_file", kind: kindString, help: "PEM certificate chain for STARTTLS and tls.implicit_listen; empty = no TLS", file: true, field: fieldOf(func(c *Config) *string { return &c.TLS.CertFile })},
 	{key: "tls.key_file", kind: kindString, help: "PEM private key of tls.cert_file", file: true, field: fieldOf(func(c *Config) *string { return &c.TLS.KeyFile })},
 	{key: "tls.required", kind: kindBool, def: "false", help: "refuse MAIL before STARTTLS (530 5.7.0)", field: fieldOf(func(c *Config) *bool { return &c.TLS.Required })},
@@ -127,7 +128,7 @@ var settings = []setting{
 
 // groups are the nested maps of the YAML form; "nats:" with every entry
 // commented out is null, not an unknown setting.
-var groups = map[string]bool{"nats": true, "store": true, "store.s3": true, "worker": true, "xforward": true, "filter": true, "tls": true}
+var groups = map[string]bool{"nats": true, "store": true, "store.s3": true, "worker": true, "xforward": true, "filter": true, "tls": true, "proxy_protocol": true}
 
 // lookup returns the setting for a lower-case key.
 func lookup(key string) (setting, bool) {

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/rs/xid"
 
 	"github.com/sluice-mail/sluice/internal/blob"
@@ -389,21 +390,55 @@ func (e *Edge) accept(ln net.Listener, implicitTLS bool) {
 			go session.Refuse(c, "421 Server busy, too many connections")
 			continue
 		}
-		ip, ok := e.admitClient(c)
-		if !ok {
-			<-e.slots
-			e.metrics.Connection(monitor.ConnPerClient)
-			e.log.Warn("too many connections from one client, sent busy response",
-				"max", e.cfg.Limits.PerClient, "client", c.RemoteAddr().String())
-			go session.Refuse(c, "421 4.7.0 Error: too many connections from "+ip.String())
-			continue
-		}
 		e.active.Add(1)
-		go func() {
-			defer e.releaseClient(ip)
-			e.serve(c, implicitTLS)
-		}()
+		go e.serve(c, implicitTLS)
 	}
+}
+
+// serve admits one connection, its PROXY protocol header read when it
+// comes from a trusted load balancer, and runs its session.
+func (e *Edge) serve(c net.Conn, implicitTLS bool) {
+	defer e.active.Done()
+	defer func() { <-e.slots }()
+	c, err := e.proxied(c)
+	if err != nil {
+		e.log.Warn("no valid PROXY protocol header from a trusted peer; closed", "peer", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	ip, ok := e.admitClient(c)
+	if !ok {
+		e.metrics.Connection(monitor.ConnPerClient)
+		e.log.Warn("too many connections from one client, sent busy response",
+			"max", e.cfg.Limits.PerClient, "client", c.RemoteAddr().String())
+		session.Refuse(c, "421 4.7.0 Error: too many connections from "+ip.String())
+		return
+	}
+	defer e.releaseClient(ip)
+	e.serveSession(c, implicitTLS)
+}
+
+// proxyHeaderTimeout bounds the wait for a PROXY protocol header when
+// TimeOut does not.
+const proxyHeaderTimeout = 10 * time.Second
+
+// proxied reads the PROXY protocol header (v1 or v2) that a trusted load
+// balancer puts before the dialog: the address it carries is the client
+// from here on, everywhere. A connection from anyone else is returned as
+// it is; one from a trusted peer without a valid header is an error.
+func (e *Edge) proxied(c net.Conn) (net.Conn, error) {
+	if !e.cfg.ProxyProtocol.Trusts(session.PolicyAddr(c.RemoteAddr())) {
+		return c, nil
+	}
+	timeout := e.cfg.TimeOut
+	if timeout <= 0 || timeout > proxyHeaderTimeout {
+		timeout = proxyHeaderTimeout
+	}
+	pc := proxyproto.NewConn(c, proxyproto.WithPolicy(proxyproto.REQUIRE), proxyproto.SetReadHeaderTimeout(timeout))
+	if _, err := pc.Read(nil); err != nil {
+		return c, err
+	}
+	return pc, nil
 }
 
 // temporary reports whether an accept error passes: out of file
@@ -475,14 +510,17 @@ func (e *Edge) releaseClient(ip netip.Addr) {
 	}
 }
 
-func (e *Edge) serve(c net.Conn, implicitTLS bool) {
-	defer e.active.Done()
-	defer func() { <-e.slots }()
+// serveSession runs the session of an admitted connection.
+func (e *Edge) serveSession(c net.Conn, implicitTLS bool) {
 	e.metrics.SessionStarted()
 	defer e.metrics.SessionEnded()
 	id := strings.ToUpper(strconv.FormatUint(uint64(0x100000+e.connID.Add(1)-1), 16))
 	log := e.log.With("conn", id)
-	log.Info("accepted connection", "client", c.RemoteAddr().String())
+	if pc, ok := c.(*proxyproto.Conn); ok {
+		log.Info("accepted connection", "client", c.RemoteAddr().String(), "proxy", pc.Raw().RemoteAddr().String())
+	} else {
+		log.Info("accepted connection", "client", c.RemoteAddr().String())
+	}
 	// Shutdown cancels ctx when the drain period is over: the dial, the
 	// session (Stop) and its pipeline all end with it.
 	ctx, cancel := context.WithCancel(e.sessionCtx)

@@ -570,7 +570,10 @@ func (s *Session) dispatch(ctx context.Context, cmd wire.Command) error {
 			return s.startTLS(cmd)
 		}
 		return s.refuse(replyNotImpl) // not offered, so not accepted; never relayed
-	case "BDAT", "XEXCH50":
+	case "BDAT", "XEXCH50", "PROXY":
+		// PROXY: a header is read only from a trusted load balancer,
+		// before the dialog; from the client it is a bad command, never
+		// passed on for the upstream to believe.
 		// behaviour.md#commands: not offered, so not accepted; never relayed.
 		return s.refuse(replyNotImpl)
 	case "XCLIENT":
