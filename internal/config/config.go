@@ -142,10 +142,10 @@ type Config struct {
 	TLS      TLS
 
 	ProxyProtocol ProxyProtocol
-	NATS     NATS
-	Store    Store
-	Filter   FilterSettings
-	Worker   WorkerSettings
+	NATS          NATS
+	Store         Store
+	Filter        FilterSettings
+	Worker        WorkerSettings
 }
 
 // ProxyProtocol is who may put a PROXY protocol header before the SMTP
