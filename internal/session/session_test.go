@@ -70,7 +70,7 @@ type bed struct {
 	wg       sync.WaitGroup
 }
 
-func newBed(t *testing.T, upCfg smtptest.Config, cfg Config, pipe Pipeline) *bed {
+func newBed(t testing.TB, upCfg smtptest.Config, cfg Config, pipe Pipeline) *bed {
 	t.Helper()
 	b := &bed{up: smtptest.NewServer(t, upCfg), kinds: make(chan Kind, 16)}
 	if cfg.Hostname == "" {
@@ -142,7 +142,7 @@ func (b *bed) session(t *testing.T, n int) *Session {
 }
 
 // dial opens a client and reads the greeting.
-func (b *bed) dial(t *testing.T) *smtptest.Client {
+func (b *bed) dial(t testing.TB) *smtptest.Client {
 	c := smtptest.Dial(t, b.ln.Addr().String())
 	c.ExpectLine("220 edge.test ESMTP")
 	return c
@@ -150,7 +150,7 @@ func (b *bed) dial(t *testing.T) *smtptest.Client {
 
 // send runs one transaction from sender up to the message's final dot;
 // the reply to it is the client's to read.
-func send(t *testing.T, c *smtptest.Client, sender, message string) {
+func send(t testing.TB, c *smtptest.Client, sender, message string) {
 	t.Helper()
 	c.CmdExpect("EHLO client.test", 250)
 	c.CmdExpect("MAIL FROM:<"+sender+">", 250)
@@ -160,7 +160,7 @@ func send(t *testing.T, c *smtptest.Client, sender, message string) {
 }
 
 // kind waits for the outcome of the next DATA attempt.
-func (b *bed) kind(t *testing.T) Kind {
+func (b *bed) kind(t testing.TB) Kind {
 	t.Helper()
 	select {
 	case k := <-b.kinds:

@@ -16,7 +16,7 @@ import (
 
 // tlsConfigs makes a server configuration for the edge and a client one
 // that trusts it.
-func tlsConfigs(t *testing.T) (server, client *tls.Config) {
+func tlsConfigs(t testing.TB) (server, client *tls.Config) {
 	t.Helper()
 	f, err := testcert.GenerateTLS(filepath.Join(t.TempDir(), "tls"))
 	if err != nil {
