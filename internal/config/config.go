@@ -142,10 +142,29 @@ type Config struct {
 	TLS      TLS
 
 	ProxyProtocol ProxyProtocol
+	Upstream      Upstream
 	NATS          NATS
 	Store         Store
 	Filter        FilterSettings
 	Worker        WorkerSettings
+}
+
+// UpstreamTLS is whether the edge asks the upstream for STARTTLS.
+type UpstreamTLS string
+
+const (
+	UpstreamTLSNone          UpstreamTLS = "none"          // never: today's behaviour
+	UpstreamTLSOpportunistic UpstreamTLS = "opportunistic" // when offered, certificate unchecked
+	UpstreamTLSRequired      UpstreamTLS = "required"      // always, certificate verified
+)
+
+// Upstream is the edge's TLS towards the upstream (OutAddress).
+type Upstream struct {
+	TLS        UpstreamTLS
+	CAFile     string // "" = the system's roots
+	ServerName string // "" = OutAddress's host
+	CertFile   string // client certificate, for mutual TLS
+	KeyFile    string
 }
 
 // ProxyProtocol is who may put a PROXY protocol header before the SMTP
@@ -547,6 +566,7 @@ func (l *loader) buildSluice(c *Config) {
 	l.buildLimits(c)
 	l.buildFilter(c)
 	l.buildTLS(c)
+	l.buildUpstream(c)
 	l.buildNATS(c)
 	l.buildJobTimeout(c)
 	l.buildStore(c)
@@ -612,6 +632,21 @@ func (l *loader) buildTLS(c *Config) {
 	t.ImplicitListen = l.address("tls.implicit_listen", 465)
 	if t.ImplicitListen == c.Listen {
 		l.failf("tls.implicit_listen", "is the Listen address %s", c.Listen)
+	}
+}
+
+// buildUpstream checks the upstream TLS settings against each other and
+// against OutAddress.
+func (l *loader) buildUpstream(c *Config) {
+	u := &c.Upstream
+	if (u.CertFile == "") != (u.KeyFile == "") {
+		l.failf("upstream.tls_cert_file", "upstream.tls_cert_file and upstream.tls_key_file go together")
+	}
+	if u.TLS == UpstreamTLSNone && (u.CAFile != "" || u.ServerName != "" || u.CertFile != "") {
+		l.warn("upstream.tls is none: the other upstream.tls_* settings are ignored")
+	}
+	if l.role == Edge && u.TLS == UpstreamTLSRequired && u.ServerName == "" && (c.OutAddress.Network == "unix" || c.OutAddress.PortOnly()) {
+		l.failf("upstream.tls_server_name", "required with upstream.tls: required when OutAddress has no host name to verify (%s)", c.OutAddress)
 	}
 }
 

@@ -91,6 +91,11 @@ var settings = []setting{
 	{key: "tls.key_file", kind: kindString, help: "PEM private key of tls.cert_file", file: true, field: fieldOf(func(c *Config) *string { return &c.TLS.KeyFile })},
 	{key: "tls.required", kind: kindBool, def: "false", help: "refuse MAIL before STARTTLS (530 5.7.0)", field: fieldOf(func(c *Config) *bool { return &c.TLS.Required })},
 	{key: "tls.implicit_listen", help: "address of a listener where TLS starts at once (RFC 8314, port 465 style); empty = none"},
+	{key: "upstream.tls", kind: kindString, def: "none", help: "STARTTLS to the upstream: none, opportunistic (when offered, unverified) or required (verified)", words: []string{"none", "opportunistic", "required"}, field: fieldOf(func(c *Config) *UpstreamTLS { return &c.Upstream.TLS })},
+	{key: "upstream.tls_ca_file", kind: kindString, help: "PEM CA certificates that verify the upstream (default: the system's)", file: true, field: fieldOf(func(c *Config) *string { return &c.Upstream.CAFile })},
+	{key: "upstream.tls_server_name", kind: kindString, help: "name the upstream's certificate must carry (default: OutAddress's host)", field: fieldOf(func(c *Config) *string { return &c.Upstream.ServerName })},
+	{key: "upstream.tls_cert_file", kind: kindString, help: "PEM client certificate for mutual TLS with the upstream", file: true, field: fieldOf(func(c *Config) *string { return &c.Upstream.CertFile })},
+	{key: "upstream.tls_key_file", kind: kindString, help: "PEM key of upstream.tls_cert_file", file: true, field: fieldOf(func(c *Config) *string { return &c.Upstream.KeyFile })},
 	{key: "nats.url", kind: kindList, help: "NATS server URLs, comma-separated; empty = embedded server", check: checkNATSURL, field: fieldOf(func(c *Config) *[]string { return &c.NATS.URLs })},
 	{key: "nats.listen", help: "host:port where the embedded server accepts clients; empty = in-process only"},
 	{key: "nats.stream", def: "SLUICE_JOBS", help: "JetStream stream holding filter jobs", check: checkName, field: fieldOf(func(c *Config) *string { return &c.NATS.Stream })},
@@ -128,7 +133,7 @@ var settings = []setting{
 
 // groups are the nested maps of the YAML form; "nats:" with every entry
 // commented out is null, not an unknown setting.
-var groups = map[string]bool{"nats": true, "store": true, "store.s3": true, "worker": true, "xforward": true, "filter": true, "tls": true, "proxy_protocol": true}
+var groups = map[string]bool{"nats": true, "store": true, "store.s3": true, "worker": true, "xforward": true, "filter": true, "tls": true, "proxy_protocol": true, "upstream": true}
 
 // lookup returns the setting for a lower-case key.
 func lookup(key string) (setting, bool) {

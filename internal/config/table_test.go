@@ -14,16 +14,18 @@ import (
 func samples(t *testing.T, s setting) (valid, invalid string) {
 	t.Helper()
 	byKey := map[string][2]string{
-		"http_listen":         {"127.0.0.1:9999", "no port"},
-		"nats.url":            {"nats://127.0.0.1:4333", "ftp://127.0.0.1"},
-		"nats.stream":         {"OTHER_STREAM", "has space"},
-		"nats.consumer":       {"other-consumer", "has space"},
-		"nats.subject":        {"other.jobs", "has space"},
-		"nats.verdict_prefix": {"other.verdicts", "has space"},
-		"store.s3.bucket":     {"other-bucket", "Not A Bucket"},
-		"filter.env_allow":    {"LANG,LC_*", "A=B"},
-		"store.s3.part_size":  {"32MiB", "lots"},
-		"nats.max_age":        {"2h", "0s"},
+		"http_listen":              {"127.0.0.1:9999", "no port"},
+		"nats.url":                 {"nats://127.0.0.1:4333", "ftp://127.0.0.1"},
+		"nats.stream":              {"OTHER_STREAM", "has space"},
+		"nats.consumer":            {"other-consumer", "has space"},
+		"nats.subject":             {"other.jobs", "has space"},
+		"nats.verdict_prefix":      {"other.verdicts", "has space"},
+		"store.s3.bucket":          {"other-bucket", "Not A Bucket"},
+		"filter.env_allow":         {"LANG,LC_*", "A=B"},
+		"store.s3.part_size":       {"32MiB", "lots"},
+		"nats.max_age":             {"2h", "0s"},
+		"upstream.tls_server_name": {"mx.example.org", ""},
+		"upstream.tls":             {"opportunistic", "bogus"},
 	}
 	if v, ok := byKey[s.key]; ok {
 		return v[0], v[1]
@@ -82,6 +84,9 @@ func TestTableDrivesParsing(t *testing.T) {
 			case "nats.tls_cert", "nats.tls_key":
 				other, _ := samples(t, setting{key: "other", kind: kindString, file: true})
 				partner = []string{"SLUICE_NATS_TLS_CERT=" + other, "SLUICE_NATS_TLS_KEY=" + other}
+			case "upstream.tls_cert_file", "upstream.tls_key_file":
+				other, _ := samples(t, setting{key: "other", kind: kindString, file: true})
+				partner = []string{"SLUICE_UPSTREAM_TLS_CERT_FILE=" + other, "SLUICE_UPSTREAM_TLS_KEY_FILE=" + other}
 			case "tls.cert_file", "tls.key_file", "tls.required":
 				other, _ := samples(t, setting{key: "other", kind: kindString, file: true})
 				partner = []string{"SLUICE_TLS_CERT_FILE=" + other, "SLUICE_TLS_KEY_FILE=" + other}

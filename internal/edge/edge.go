@@ -7,6 +7,7 @@ package edge
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -111,7 +112,12 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 		}
 		e.tls = e.certs.Config()
 	}
+	upTLS, err := upstreamTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	e.scfg = e.sessionConfig()
+	e.scfg.UpstreamTLS, e.scfg.UpstreamTLSRequired = upTLS, cfg.Upstream.TLS == config.UpstreamTLSRequired
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -147,6 +153,42 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 		"nats", natsDescription(cfg), "store", wiring.StoreDescription(cfg), "workers", cfg.Worker.Slots)
 	ok = true
 	return e, nil
+}
+
+// upstreamTLS is the TLS configuration towards the upstream, nil for
+// upstream.tls: none.
+func upstreamTLS(cfg *config.Config) (*tls.Config, error) {
+	u := cfg.Upstream
+	if u.TLS == config.UpstreamTLSNone || u.TLS == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.ServerName}
+	if tc.ServerName == "" {
+		tc.ServerName = cfg.OutAddress.Host
+	}
+	if u.TLS == config.UpstreamTLSOpportunistic {
+		// Encryption against passive listeners only, as Postfix's "may":
+		// any certificate will do; required is for verified peers.
+		tc.InsecureSkipVerify = true
+	}
+	if u.CAFile != "" {
+		pem, err := os.ReadFile(u.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.tls_ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("upstream.tls_ca_file: %s holds no PEM certificate", u.CAFile)
+		}
+	}
+	if u.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(u.CertFile, u.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.tls_cert_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 // startBackground starts the retention sweep and, with TLS, the watch on

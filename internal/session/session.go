@@ -57,6 +57,11 @@ type Config struct {
 	TLS *tls.Config
 	// TLSRequired refuses MAIL before STARTTLS.
 	TLSRequired bool
+	// UpstreamTLS, if set, is asked of the upstream with STARTTLS before
+	// the client is greeted; UpstreamTLSRequired makes an upstream
+	// without it a failure.
+	UpstreamTLS         *tls.Config
+	UpstreamTLSRequired bool
 
 	// OnLimit, if set, is called when a limit ends a command or a session
 	// (one of the Limit* names).
@@ -179,6 +184,7 @@ var (
 	closeShutdown     = closing{"4.3.2", "Service shutting down, please try again later"}
 	closeUnreachable  = closing{"4.4.1", "Next hop unavailable, please try again later"}
 	closePanic        = closing{"4.3.0", "Error: internal error"}
+	closeUpstreamTLS  = closing{"4.7.0", "Error: secure connection to the next hop failed, please try again later"}
 )
 
 // closingReply is c's reply line for this edge.
@@ -414,6 +420,9 @@ func (s *Session) greet() error {
 			s.reply(replyEarlyTalker)
 			s.up.Quit()
 			return errStop
+		}
+		if err := s.upstreamTLS(); err != nil {
+			return err
 		}
 		// behaviour.md#connection: the edge speaks for itself once the upstream is ready.
 		return s.reply("220 " + s.cfg.Hostname + " ESMTP")

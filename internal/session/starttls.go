@@ -8,6 +8,32 @@ import (
 	"github.com/sluice-mail/sluice/internal/wire"
 )
 
+// upstreamTLS starts TLS with the upstream, when configured, before the
+// client is greeted: the whole relayed dialog then runs inside it. The
+// client is told nothing of why it failed; the log is.
+func (s *Session) upstreamTLS() error {
+	if s.cfg.UpstreamTLS == nil {
+		return nil
+	}
+	offered, err := s.up.StartTLS(s.cfg.Hostname, s.cfg.UpstreamTLS)
+	switch {
+	case err != nil:
+		s.log.Warn("TLS to the upstream failed", "err", err)
+	case !offered && s.cfg.UpstreamTLSRequired:
+		s.log.Warn("the upstream offers no STARTTLS, and upstream.tls is required")
+		s.up.Quit()
+	case !offered:
+		s.log.Debug("the upstream offers no STARTTLS; relaying in clear")
+		return nil
+	default:
+		st := s.up.TLS()
+		s.log.Debug("TLS to the upstream", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+		return nil
+	}
+	s.reply(s.closingReply(closeUpstreamTLS))
+	return errStop
+}
+
 // handshakeTimeout bounds a TLS handshake when TimeOut does not.
 const handshakeTimeout = 5 * time.Minute
 

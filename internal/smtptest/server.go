@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,7 @@ const (
 	ReplyAuthNo    = "535 5.7.8 upstream: authentication failed"
 	ReplyAuthAbort = "501 5.7.0 upstream: authentication cancelled"
 	ReplyNoTLS     = "454 4.7.0 upstream: TLS not available"
+	ReplyStartTLS  = "220 2.0.0 upstream: ready to start TLS"
 	ReplyUnknown   = "502 5.5.2 upstream: command not recognized"
 )
 
@@ -116,6 +118,9 @@ type Config struct {
 	Timeout time.Duration
 	// MaxLine bounds one recorded line (longer ones are cut); 0 means 1 MiB.
 	MaxLine int
+	// TLS, if set, makes STARTTLS work (it is always in the default EHLO
+	// list); nil answers it with ReplyNoTLS.
+	TLS *tls.Config
 }
 
 // Transaction is one DATA phase the Server went through.
@@ -132,6 +137,7 @@ type Session struct {
 	Index        int      // from 1, in accept order
 	Peer         string   // the client's IP address
 	Greeted      bool     // the greeting was sent
+	TLS          bool     // STARTTLS succeeded
 	Commands     []string // every line received outside DATA, exactly, terminator included
 	Transactions []Transaction
 	Closed       bool   // the Server is done with the connection
@@ -419,6 +425,24 @@ func (s *Server) serve(c net.Conn, rec *Session) {
 	})
 }
 
+// startTLS answers STARTTLS and performs the handshake; the session then
+// starts over inside TLS, as RFC 3207 has it.
+func (ss *session) startTLS() (string, error) {
+	if err := ss.say(ReplyStartTLS); err != nil {
+		return "", err
+	}
+	tc := tls.Server(ss.c, ss.s.cfg.TLS)
+	_ = tc.SetDeadline(time.Now().Add(ss.s.cfg.Timeout))
+	if err := tc.Handshake(); err != nil {
+		return "", err
+	}
+	_ = tc.SetDeadline(time.Time{})
+	ss.c, ss.r = tc, bufio.NewReaderSize(tc, 64<<10)
+	ss.mail, ss.rcpts = nil, nil
+	ss.s.update(func() { ss.rec.TLS = true })
+	return "", nil
+}
+
 // readLine reads one line with its terminator (LF), at most MaxLine bytes
 // kept. At EOF a partial line is returned with io.EOF.
 func (ss *session) readLine() ([]byte, error) {
@@ -588,6 +612,8 @@ func (ss *session) command(text string) (end string, err error) {
 		return "", ss.send(cfg.XClientReply...)
 	case verb == "AUTH":
 		return "", ss.auth(text)
+	case verb == "STARTTLS" && ss.s.cfg.TLS != nil:
+		return ss.startTLS()
 	case verb == "STARTTLS":
 		return "", ss.say(ReplyNoTLS)
 	}

@@ -11,6 +11,7 @@ package upstream
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,14 +34,16 @@ var ErrInterrupted = errors.New("upstream: interrupted")
 // goroutine at a time; KeepAlive hands it to a helper goroutine until
 // stopped.
 type Conn struct {
-	nc      net.Conn
+	raw     net.Conn // the socket: deadlines, addresses
+	nc      net.Conn // what is read and written: raw, or a TLS session on it
 	r       *bufio.Reader
 	w       *bufio.Writer
 	timeout time.Duration
 
 	mu       sync.Mutex // held while a command is in flight
 	lastUsed time.Time
-	err      error // first I/O error: the connection is unusable after it
+	err      error                // first I/O error: the connection is unusable after it
+	tls      *tls.ConnectionState // after StartTLS
 
 	// Interrupt's state. imu orders Interrupt against the deadline each
 	// read and write sets, so that one of the two always sees the other.
@@ -59,7 +62,7 @@ func Dial(ctx context.Context, network, address string, timeout time.Duration) (
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	c := &Conn{nc: nc, timeout: timeout, lastUsed: time.Now()}
+	c := &Conn{raw: nc, nc: nc, timeout: timeout, lastUsed: time.Now()}
 	dc := deadlineConn{c}
 	c.r = bufio.NewReaderSize(dc, 4096)
 	c.w = bufio.NewWriterSize(dc, 32*1024)
@@ -71,14 +74,14 @@ func Dial(ctx context.Context, network, address string, timeout time.Duration) (
 type deadlineConn struct{ c *Conn }
 
 func (d deadlineConn) Read(p []byte) (int, error) {
-	if err := d.c.arm(d.c.nc.SetReadDeadline); err != nil {
+	if err := d.c.arm(d.c.raw.SetReadDeadline); err != nil {
 		return 0, err
 	}
 	return d.c.nc.Read(p)
 }
 
 func (d deadlineConn) Write(p []byte) (int, error) {
-	if err := d.c.arm(d.c.nc.SetWriteDeadline); err != nil {
+	if err := d.c.arm(d.c.raw.SetWriteDeadline); err != nil {
 		return 0, err
 	}
 	return d.c.nc.Write(p)
@@ -111,14 +114,14 @@ func (c *Conn) Interrupt() {
 	defer c.imu.Unlock()
 	c.intr = true
 	if !c.awaiting.Load() {
-		_ = c.nc.SetDeadline(time.Now())
+		_ = c.raw.SetDeadline(time.Now())
 	}
 }
 
 // RemoteIP is the upstream's IP address (the filter's SERVER), or "" for
 // a Unix socket.
 func (c *Conn) RemoteIP() string {
-	if a, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
+	if a, ok := c.raw.RemoteAddr().(*net.TCPAddr); ok {
 		return a.IP.String()
 	}
 	return ""
@@ -180,6 +183,53 @@ func (c *Conn) command(line string) (wire.Reply, error) {
 		return wire.Reply{}, c.fail(fmt.Errorf("upstream: sending command: %w", err))
 	}
 	return c.readReply()
+}
+
+// StartTLS asks the upstream for TLS before the client's dialog is
+// relayed: EHLO as ehlo, STARTTLS when the reply offers it, and the
+// handshake with cfg. offered is false when the upstream offers no
+// STARTTLS; the connection is then still usable in clear. Any error
+// leaves the connection unusable.
+func (c *Conn) StartTLS(ehlo string, cfg *tls.Config) (offered bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rep, err := c.command("EHLO " + ehlo)
+	if err != nil {
+		return false, err
+	}
+	if rep.Class() != 2 {
+		return false, c.fail(fmt.Errorf("upstream: EHLO refused: %s", rep.String()))
+	}
+	if _, offered := wire.Extensions(rep)["STARTTLS"]; !offered {
+		return false, nil
+	}
+	if rep, err = c.command("STARTTLS"); err != nil {
+		return true, err
+	}
+	if rep.Code != 220 {
+		return true, c.fail(fmt.Errorf("upstream: STARTTLS refused: %s", rep.String()))
+	}
+	tc := tls.Client(c.nc, cfg)
+	if err := c.arm(c.raw.SetDeadline); err != nil {
+		return true, c.fail(err)
+	}
+	if err := tc.Handshake(); err != nil {
+		return true, c.fail(fmt.Errorf("upstream: TLS handshake: %w", err))
+	}
+	c.nc = tc
+	dc := deadlineConn{c}
+	c.r.Reset(dc)
+	c.w.Reset(dc)
+	st := tc.ConnectionState()
+	c.tls = &st
+	return true, nil
+}
+
+// TLS is the state of the TLS session with the upstream, nil in clear.
+func (c *Conn) TLS() *tls.ConnectionState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tls
 }
 
 // ErrSource marks a failure to read the message being sent, as opposed to

@@ -196,6 +196,13 @@ type EHLOOptions struct {
 	Add     []string // extensions the edge implements itself (STARTTLS), advertised last
 }
 
+// Extensions maps the upper-cased keyword of every extension a 2xx EHLO
+// reply offers to its parameters; nil for any other reply.
+func Extensions(rep Reply) map[string]string {
+	_, offered := FilterEHLO(rep, "", EHLOOptions{})
+	return offered
+}
+
 // FilterEHLO turns the upstream's successful (2xx) EHLO reply into the reply
 // for the client: the first line's text becomes host, the extensions the edge
 // must not advertise (PIPELINING, STARTTLS, CHUNKING, BINARYMIME, CHECKPOINT,
