@@ -87,6 +87,7 @@ type Server struct {
 	conf  string // config_directory: main.cf, master.cf
 	spool string
 	tools tools
+	extra []string // more main.cf lines
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd // the master, in the foreground
@@ -155,8 +156,9 @@ func executable(p string) bool {
 // New starts an instance under dir (which must exist, and which Stop
 // leaves in place) for servers that outlive one test; the caller stops
 // it. It returns an error wrapping ErrUnavailable when Postfix cannot run
-// here.
-func New(dir string) (*Server, error) {
+// here. extra are main.cf lines after the instance's own, which they
+// override ("smtpd_tls_security_level = encrypt").
+func New(dir string, extra ...string) (*Server, error) {
 	ts, err := findTools()
 	if err != nil {
 		return nil, err
@@ -168,7 +170,7 @@ func New(dir string) (*Server, error) {
 	var lastErr error
 	// A free port can be taken between choosing and binding it: retry.
 	for attempt := range 3 {
-		s := &Server{dir: filepath.Join(dir, fmt.Sprintf("postfix%d", attempt)), tools: ts}
+		s := &Server{dir: filepath.Join(dir, fmt.Sprintf("postfix%d", attempt)), tools: ts, extra: extra}
 		if lastErr = s.start(); lastErr == nil {
 			return s, nil
 		}
@@ -177,10 +179,17 @@ func New(dir string) (*Server, error) {
 }
 
 // Start runs an instance for t alone and stops it when t ends; it skips
-// or fails t as Unavailable says.
-func Start(t testing.TB) *Server {
+// or fails t as Unavailable says. extra are as for New.
+func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
-	s, err := New(t.TempDir())
+	// Not t.TempDir(): its parent is private to root, and Postfix's
+	// daemons, which run as postfix, must reach the queue.
+	dir, err := os.MkdirTemp("", "postfixtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s, err := New(dir, extra...)
 	if err != nil {
 		Unavailable(t, err)
 	}
@@ -393,6 +402,7 @@ func (s *Server) mainCF() string {
 		"daemon_timeout = 120s",
 		"max_idle = 30s",
 	}
+	lines = append(lines, s.extra...)
 	return strings.Join(lines, "\n") + "\n"
 }
 
@@ -408,6 +418,7 @@ func (s *Server) masterCF() string {
 		"proxymap unix - - n - - proxymap",
 		"anvil unix - - n - 1 anvil",
 		"postlog unix-dgram n - n - 1 postlogd",
+		"tlsmgr unix - - n 1000? 1 tlsmgr", // for an instance given TLS keys (New's extra)
 	}
 	return strings.Join(lines, "\n") + "\n"
 }

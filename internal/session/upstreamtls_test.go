@@ -2,11 +2,15 @@ package session
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluice-mail/sluice/internal/smtptest"
+	"github.com/sluice-mail/sluice/internal/testcert"
 )
 
 // Issue 8: with upstream TLS, the edge asks the upstream for STARTTLS
@@ -58,9 +62,46 @@ func TestUpstreamTLS(t *testing.T) {
 			if ss[0].TLS != c.encrypted {
 				t.Errorf("upstream session in TLS: %v, want %v (commands %q)", ss[0].TLS, c.encrypted, ss[0].Commands)
 			}
-			if c.encrypted && (len(ss[0].Commands) < 3 || ss[0].Commands[1] != "STARTTLS\r\n" || ss[0].Commands[2] != "EHLO client.test\r\n") {
-				t.Errorf("upstream commands %q: want the edge's EHLO, STARTTLS, then the client's EHLO inside TLS", ss[0].Commands)
+			if c.encrypted && (len(ss[0].Commands) < 4 || ss[0].Commands[1] != "STARTTLS\r\n" || ss[0].Commands[3] != "EHLO client.test\r\n") {
+				t.Errorf("upstream commands %q: want the edge's EHLO, STARTTLS and EHLO, then the client's EHLO inside TLS", ss[0].Commands)
 			}
 		})
+	}
+}
+
+// Mutual TLS: an upstream that requires a client certificate gets the
+// edge's.
+func TestUpstreamMutualTLS(t *testing.T) {
+	f, err := testcert.GenerateTLS(filepath.Join(t.TempDir(), "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(cert, key string) tls.Certificate {
+		c, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	pemCA, err := os.ReadFile(f.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemCA)
+	server := &tls.Config{Certificates: []tls.Certificate{load(f.ServerCert, f.ServerKey)},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	for _, withCert := range []bool{true, false} {
+		client := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+		if withCert {
+			client.Certificates = []tls.Certificate{load(f.ClientCert, f.ClientKey)}
+		}
+		b := newBed(t, smtptest.Config{TLS: server}, Config{UpstreamTLS: client, UpstreamTLSRequired: true},
+			&memPipeline{decide: verdict(Verdict{Action: ActionAccept})})
+		cl := smtptest.Dial(t, b.ln.Addr().String())
+		rep := cl.Read()
+		if withCert && rep.Line() != "220 edge.test ESMTP" || !withCert && rep.Code != 421 {
+			t.Errorf("with a client certificate %v: greeting %q", withCert, rep.String())
+		}
 	}
 }

@@ -220,6 +220,15 @@ func (c *Conn) StartTLS(ehlo string, cfg *tls.Config) (offered bool, err error) 
 	dc := deadlineConn{c}
 	c.r.Reset(dc)
 	c.w.Reset(dc)
+	// EHLO again inside TLS, as RFC 3207 asks: it also brings out what a
+	// TLS 1.3 server says only after the handshake (a client certificate
+	// it refuses).
+	if rep, err = c.command("EHLO " + ehlo); err != nil {
+		return true, err
+	}
+	if rep.Class() != 2 {
+		return true, c.fail(fmt.Errorf("upstream: EHLO after STARTTLS refused: %s", rep.String()))
+	}
 	st := tc.ConnectionState()
 	c.tls = &st
 	return true, nil
