@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -203,12 +204,77 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64) (int6
 		// request on it: send it unchunked.
 		opts.DisableContentSha256 = true
 	}
-	info, err := s.client.PutObject(ctx, s.bucket, key, body, size, opts)
+	n, err := s.putObject(ctx, key, body, size, opts)
 	if err != nil {
 		return 0, s.errorf(err, "put %s", key)
 	}
-	return info.Size, nil
+	return n, nil
 }
+
+// putObject is PutObject, returning when ctx ends whatever minio-go does.
+// When a multipart upload fails, minio-go aborts it on a context of its
+// own that outlives ctx by up to a minute: against a server that hangs,
+// the caller (an edge whose sender waits) would wait that long too. The
+// upload then finishes in the background, and the caller's reader is
+// never read again once this returns.
+func (s *S3) putObject(ctx context.Context, key string, body io.Reader, size int64, opts minio.PutObjectOptions) (int64, error) {
+	// A body of our own (bytes read ahead) may be read on; the caller's
+	// reader is gated, and stays seekable-free as minio-go needs it.
+	rd, gate := body, (*gateReader)(nil)
+	if _, own := body.(*bytes.Reader); !own {
+		gate = &gateReader{r: body}
+		rd = gate
+	}
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		info, err := s.client.PutObject(ctx, s.bucket, key, rd, size, opts)
+		done <- result{info.Size, err}
+	}()
+	select {
+	case r := <-done:
+		return r.n, r.err
+	case <-ctx.Done():
+	}
+	select {
+	case r := <-done: // finished meanwhile: its own answer
+		return r.n, r.err
+	default:
+	}
+	if gate != nil {
+		gate.close()
+	}
+	return 0, ctx.Err()
+}
+
+// gateReader passes reads through until closed, then fails them: a
+// reader handed to a call that may outlive its caller.
+type gateReader struct {
+	mu     sync.Mutex
+	r      io.Reader
+	closed bool
+}
+
+func (g *gateReader) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, errGateClosed
+	}
+	return g.r.Read(p)
+}
+
+// close waits for a read in progress, then fails every later one.
+func (g *gateReader) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+var errGateClosed = errors.New("blob: upload abandoned")
 
 // Get opens key for reading. The object is requested before Get returns,
 // so a missing key is ErrNotFound here and not at the first Read; ctx

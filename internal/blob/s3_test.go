@@ -378,3 +378,49 @@ func (e *s3EOFReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// freezingReader yields n bytes and stops the S3 server once it has
+// given more than at: the multipart upload is under way then.
+type freezingReader struct {
+	r      io.Reader
+	at     int64
+	pid    int
+	read   int64
+	frozen atomic.Bool
+}
+
+func (f *freezingReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	f.read += int64(n)
+	if f.read > f.at && !f.frozen.Swap(true) {
+		_ = syscall.Kill(f.pid, syscall.SIGSTOP)
+	}
+	return n, err
+}
+
+// A multipart upload to a server that hangs returns when its context
+// ends, not when minio-go's own abort of the upload gives up (a minute
+// later): the edge's sender is waiting (the fault suite's S3 freeze met
+// it once).
+func TestS3PutReturnsAtItsDeadline(t *testing.T) {
+	v := privateS3Server(t)
+	s := newTestS3(t, v, MinS3PartSize)
+	defer syscall.Kill(v.PID(), syscall.SIGCONT)
+	body := &freezingReader{r: stBody(9, 7<<20), at: 6 << 20, pid: v.PID()}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := s3WithHangGuard(t, 30*time.Second, func() error {
+		_, err := s.Put(ctx, "2030/07/02/frozen/message.eml", body, -1)
+		return err
+	})
+	if err == nil {
+		t.Fatal("Put to a stopped server succeeded")
+	}
+	if !body.frozen.Load() {
+		t.Fatal("the server was not stopped during the upload")
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("Put returned %v after it started, its deadline was 5s", d.Round(time.Second))
+	}
+}
