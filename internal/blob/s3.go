@@ -218,8 +218,8 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64) (int6
 // upload then finishes in the background, and the caller's reader is
 // never read again once this returns.
 func (s *S3) putObject(ctx context.Context, key string, body io.Reader, size int64, opts minio.PutObjectOptions) (int64, error) {
-	// A body of our own (bytes read ahead) may be read on; the caller's
-	// reader is gated, and stays seekable-free as minio-go needs it.
+	// A body of our own (bytes read ahead) may be read on after we
+	// return; the caller's reader is gated.
 	rd, gate := body, (*gateReader)(nil)
 	if _, own := body.(*bytes.Reader); !own {
 		gate = &gateReader{r: body}

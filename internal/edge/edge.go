@@ -116,8 +116,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 	if err != nil {
 		return nil, err
 	}
-	e.scfg = e.sessionConfig()
-	e.scfg.UpstreamTLS, e.scfg.UpstreamTLSRequired = upTLS, cfg.Upstream.TLS == config.UpstreamTLSRequired
+	e.scfg = e.sessionConfig(upTLS)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -217,14 +216,6 @@ func (e *Edge) ReloadTLS() {
 	}
 }
 
-// ImplicitAddr is the address of the implicit-TLS listener, nil without.
-func (e *Edge) ImplicitAddr() net.Addr {
-	if e.implicitLn == nil {
-		return nil
-	}
-	return e.implicitLn.Addr()
-}
-
 // startMonitor starts the monitoring endpoint first, so that a busy
 // address fails start-up before anything else opens; readiness says
 // "starting" until the parts are up.
@@ -242,8 +233,9 @@ func (e *Edge) startMonitor(ctx context.Context) error {
 	return err
 }
 
-// sessionConfig is what every session needs of the configuration.
-func (e *Edge) sessionConfig() session.Config {
+// sessionConfig is what every session needs of the configuration;
+// upTLS is the TLS towards the upstream (upstreamTLS).
+func (e *Edge) sessionConfig(upTLS *tls.Config) session.Config {
 	cfg := e.cfg
 	hdr, warnings := header.Parse(cfg.Header)
 	for _, w := range warnings {
@@ -271,6 +263,9 @@ func (e *Edge) sessionConfig() session.Config {
 		XForwardTrusted:    cfg.XForward.TrustedXForward,
 		TLS:                e.tls,
 		TLSRequired:        cfg.TLS.Required,
+
+		UpstreamTLS:         upTLS,
+		UpstreamTLSRequired: cfg.Upstream.TLS == config.UpstreamTLSRequired,
 
 		OnMessage: func(k session.Kind) { e.metrics.Message(k.String()) },
 		OnLimit:   e.metrics.Limit,

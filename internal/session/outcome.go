@@ -68,7 +68,7 @@ func (v *Verdict) reply() (string, bool) {
 }
 
 // Kind is what became of one DATA attempt. Its String is the word metrics
-// count it under; the summary line keeps proxsmtpd's words (Outcome.Status).
+// count it under; the summary line keeps proxsmtpd's words (outcome.Status).
 type Kind int
 
 // The outcomes of a DATA attempt.
@@ -144,10 +144,10 @@ func (k Kind) status() string {
 	return "FILTERED"
 }
 
-// Outcome is everything the session says about one DATA attempt: to the
+// outcome is everything the session says about one DATA attempt: to the
 // upstream (whether its transaction is reset), to the log and metrics,
 // and to the client.
-type Outcome struct {
+type outcome struct {
 	Kind   Kind
 	Status string // the summary line's status; "" for Kind's word
 	Reply  string // the edge's own reply line; "" when relayed or when nobody listens
@@ -160,7 +160,7 @@ type Outcome struct {
 
 // verdictOutcome is the outcome of a verdict other than accept. A
 // filter's 4xx counts as a temporary failure, whatever its action.
-func verdictOutcome(v *Verdict, reply string) Outcome {
+func verdictOutcome(v *Verdict, reply string) outcome {
 	k := Rejected
 	switch {
 	case v.Action == ActionDrop:
@@ -168,13 +168,13 @@ func verdictOutcome(v *Verdict, reply string) Outcome {
 	case strings.HasPrefix(reply, "4"):
 		k = TempFailed
 	}
-	return Outcome{Kind: k, Status: v.Status, Reply: reply, reset: true, Attrs: []any{"reply", reply, "detail", v.Detail}}
+	return outcome{Kind: k, Status: v.Status, Reply: reply, reset: true, Attrs: []any{"reply", reply, "detail", v.Detail}}
 }
 
 // conclude ends one DATA attempt: the upstream's transaction reset when it
 // is still open, the summary line and metric, then the answer. It returns
 // errStop when the session is over.
-func (s *Session) conclude(m *Message, o Outcome) error {
+func (s *Session) conclude(m *Message, o outcome) error {
 	if o.reset {
 		s.up.Command("RSET")
 	}
@@ -212,7 +212,7 @@ const maxLoggedRecipients = 50
 
 // logMessage writes the one summary line per DATA attempt (proxsmtpd's
 // "client=..., from=..., to=..., status=...") and counts the outcome.
-func (s *Session) logMessage(m *Message, o Outcome) {
+func (s *Session) logMessage(m *Message, o outcome) {
 	if s.cfg.OnMessage != nil {
 		s.cfg.OnMessage(o.Kind)
 	}

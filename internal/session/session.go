@@ -879,7 +879,7 @@ func (s *Session) data(ctx context.Context) error {
 	if s.rejectAll() {
 		// behaviour.md#reject-and-passthrough: refused, and the upstream's transaction reset.
 		defer s.txn.reset()
-		return s.conclude(nil, Outcome{Kind: Rejected, Reply: s.cfg.FilterReject, reset: true})
+		return s.conclude(nil, outcome{Kind: Rejected, Reply: s.cfg.FilterReject, reset: true})
 	}
 	if s.cfg.SkipAuthenticated && s.authenticated {
 		return s.skip()
@@ -940,7 +940,7 @@ func (s *Session) filtered(ctx context.Context) error {
 		return s.conclude(m, o)
 	}
 	if err != nil {
-		return s.conclude(m, Outcome{Kind: TempFailed, Reply: replyTempFail, reset: true,
+		return s.conclude(m, outcome{Kind: TempFailed, Reply: replyTempFail, reset: true,
 			Attrs: []any{"err", err, "duration", since(start)}})
 	}
 	return s.act(ctx, m, start)
@@ -948,15 +948,15 @@ func (s *Session) filtered(ctx context.Context) error {
 
 // bodyOutcome is the outcome of a message that was not received whole,
 // given why reading it stopped; ok is false when it was.
-func (s *Session) bodyOutcome(err error) (o Outcome, ok bool) {
+func (s *Session) bodyOutcome(err error) (o outcome, ok bool) {
 	switch {
 	case err == nil || err == io.EOF:
-		return Outcome{}, false
+		return outcome{}, false
 	case errors.Is(err, errDeadline):
 		return s.deadlineOutcome(err), true
 	case refusable(err):
 		k, reply := refusal(err)
-		o = Outcome{Kind: k, Reply: reply, reset: true}
+		o = outcome{Kind: k, Reply: reply, reset: true}
 		if k == TooBig {
 			o.Attrs = []any{"limit", s.cfg.MaxMessageSize}
 		}
@@ -964,13 +964,13 @@ func (s *Session) bodyOutcome(err error) (o Outcome, ok bool) {
 	}
 	// behaviour.md#data: the client went away mid-DATA; nothing to answer, unless Stop
 	// cut it short (behaviour.md#connection: 421, not a silent close).
-	return Outcome{Kind: ClientGone, Reply: s.stoppedReply(), reset: true, end: true, Attrs: []any{"err", err}}, true
+	return outcome{Kind: ClientGone, Reply: s.stoppedReply(), reset: true, end: true, Attrs: []any{"err", err}}, true
 }
 
 // deadlineOutcome ends a session whose client took longer than
 // DataDeadline (extended by DataMinRate) to send its message.
-func (s *Session) deadlineOutcome(err error) Outcome {
-	return Outcome{Kind: Deadline, Reply: s.closingReply(closeDataDeadline), end: true,
+func (s *Session) deadlineOutcome(err error) outcome {
+	return outcome{Kind: Deadline, Reply: s.closingReply(closeDataDeadline), end: true,
 		Attrs: []any{"err", err, "deadline", s.cfg.DataDeadline, "min_rate", s.cfg.DataMinRate}}
 }
 
@@ -1021,7 +1021,7 @@ func (s *Session) act(ctx context.Context, m *Message, start time.Time) error {
 		if v == nil {
 			v = &Verdict{}
 		}
-		return s.conclude(m, Outcome{Kind: TempFailed, Reply: replyBadVerdict, reset: true,
+		return s.conclude(m, outcome{Kind: TempFailed, Reply: replyBadVerdict, reset: true,
 			Attrs: []any{"err", "malformed verdict", "action", v.Action.String(), "reply", v.Reply}})
 	}
 	if v.Action != ActionAccept {
@@ -1047,23 +1047,23 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 	// Open first: once the upstream said 354 there is no clean way back.
 	rc, err := s.pipe.Open(ctx, m)
 	if err != nil {
-		return s.conclude(m, Outcome{Kind: TempFailed, Reply: replyTempFail, reset: true, Attrs: []any{"err", err}})
+		return s.conclude(m, outcome{Kind: TempFailed, Reply: replyTempFail, reset: true, Attrs: []any{"err", err}})
 	}
 	defer rc.Close()
 	rep, err := s.up.Command("DATA")
 	if err != nil {
 		// behaviour.md#replies
-		return s.conclude(m, Outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}})
+		return s.conclude(m, outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}})
 	}
 	if rep.Code != 354 {
 		if c := rep.Class(); c != 4 && c != 5 {
 			// Neither "go ahead" nor a refusal: the upstream did not take
 			// the message and its state is unknown. Never a 2xx for a
 			// message nobody took (the failure rule).
-			return s.conclude(m, Outcome{Kind: UpstreamError, Reply: replyLocalError, end: true,
+			return s.conclude(m, outcome{Kind: UpstreamError, Reply: replyLocalError, end: true,
 				Attrs: []any{"reply", rep.String()}})
 		}
-		return s.conclude(m, Outcome{Kind: UpstreamRefused, relayed: &rep, Attrs: []any{"reply", lastLine(rep)}})
+		return s.conclude(m, outcome{Kind: UpstreamRefused, relayed: &rep, Attrs: []any{"reply", lastLine(rep)}})
 	}
 	var o wire.DataWriterOptions
 	if !s.cfg.Header.IsZero() {
@@ -1077,7 +1077,7 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 		// (behaviour.md#delivery: exactly one reply).
 		return s.conclude(m, sendFailure(err))
 	}
-	done := Outcome{Kind: Delivered, Status: m.Verdict.Status, relayed: &rep,
+	done := outcome{Kind: Delivered, Status: m.Verdict.Status, relayed: &rep,
 		Attrs: []any{"size", n, "reply", lastLine(rep), "duration", since(start)}}
 	if rep.Class() != 2 {
 		done.Kind, done.Status = UpstreamRefused, "" // behaviour.md#replies: never FILTERED for refused mail
@@ -1088,12 +1088,12 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 // sendFailure is the outcome of a message the upstream did not get whole:
 // the copy to deliver could not be read (4xx, as any store failure), or
 // the upstream failed.
-func sendFailure(err error) Outcome {
+func sendFailure(err error) outcome {
 	var se *upstream.ErrSource
 	if errors.As(err, &se) {
-		return Outcome{Kind: TempFailed, Reply: replyTempFail, end: true, Attrs: []any{"err", err}}
+		return outcome{Kind: TempFailed, Reply: replyTempFail, end: true, Attrs: []any{"err", err}}
 	}
-	return Outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}}
+	return outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}}
 }
 
 // lastLine is a reply's last line, for the summary line.
@@ -1117,15 +1117,15 @@ func (s *Session) skip() error {
 	var se *upstream.ErrSource
 	switch {
 	case err == nil:
-		return s.conclude(nil, Outcome{Kind: Skipped, relayed: &rep, Attrs: []any{"size", n, "reply", lastLine(rep)}})
+		return s.conclude(nil, outcome{Kind: Skipped, relayed: &rep, Attrs: []any{"size", n, "reply", lastLine(rep)}})
 	case !errors.As(err, &se):
 		dr.Discard()
-		return s.conclude(nil, Outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}})
+		return s.conclude(nil, outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: []any{"err", err}})
 	case errors.Is(se.Err, errDeadline):
 		return s.conclude(nil, s.deadlineOutcome(se.Err))
 	}
 	// The upstream transaction was aborted by closing its connection.
-	o := Outcome{Kind: Skipped, Reply: s.stoppedReply(), end: true, Attrs: []any{"err", se.Err}}
+	o := outcome{Kind: Skipped, Reply: s.stoppedReply(), end: true, Attrs: []any{"err", se.Err}}
 	if refusable(se.Err) && dr.Discard() == nil {
 		_, o.Reply = refusal(se.Err)
 	}
