@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the third-party software sluice's tests run against, when it is
-# missing: swaks (with Net::SSLeay for TLS), openssl, HAProxy, and Postfix (Debian packages: smtp-sink/smtp-source, and
+# missing: swaks (with Net::SSLeay for TLS), openssl, HAProxy, nftables, and Postfix (Debian packages: smtp-sink/smtp-source, and
 # postfix, postcat, postsuper and master for internal/postfixtest's real
 # instance), versitygw (a real S3 server) and nats-server (for JetStream
 # clusters).
@@ -25,6 +25,9 @@ perl -MNet::SSLeay -e1 2>/dev/null || need_apt+=(libnet-ssleay-perl)
 command -v openssl >/dev/null || need_apt+=(openssl)
 # HAProxy, for the PROXY protocol in front of the edge.
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+# nftables and iproute2, for TransparentProxy between network namespaces.
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
 # postfix_ready: Postfix's commands, and its daemons (master, smtpd,
 # cleanup, ...) in daemon_directory, as internal/postfixtest runs them.
 postfix_ready() {

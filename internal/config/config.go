@@ -122,8 +122,8 @@ type Config struct {
 	SkipAuthenticated bool          // Skip: authenticated
 	TempDirectory     string        // filters' $TMPDIR and file-mode spool
 	TimeOut           time.Duration // every network read and write
-	TransparentProxy  Transparent   // only TransparentOff gets past Load for now
-	User              string        // always "" for now: Load refuses User
+	TransparentProxy  Transparent
+	User              string // always "" for now: Load refuses User
 	XClient           bool
 
 	// sluice's own settings.
@@ -544,16 +544,18 @@ func (l *loader) transparent() Transparent {
 // checkProxsmtpd refuses what proxsmtpd's options ask for that the edge
 // cannot do, with proxsmtpd's words.
 func (l *loader) checkProxsmtpd(c *Config) {
-	if c.TransparentProxy != TransparentOff && l.role == Edge {
-		l.fail("transparentproxy", "TransparentProxy: not supported yet")
-	}
 	if c.User != "" {
 		l.fail("user", "User: not supported yet")
 	}
-	if l.role == Edge && !l.present("outaddress") && c.TransparentProxy == TransparentOff {
-		l.fail("outaddress", "no OutAddress specified.")
+	if l.role != Edge {
+		return
 	}
-	if l.role == Edge && c.OutAddress.Network != "" && c.OutAddress == c.Listen {
+	switch {
+	case c.TransparentProxy == TransparentOff && !l.present("outaddress"):
+		l.fail("outaddress", "no OutAddress specified.")
+	case c.TransparentProxy != TransparentOff && l.present("outaddress"):
+		l.warn("the OutAddress option will be ignored when TransparentProxy is enabled")
+	case c.OutAddress.Network != "" && c.OutAddress == c.Listen:
 		l.warn(fmt.Sprintf("OutAddress %s is the Listen address %s: mail would loop", c.OutAddress, c.Listen))
 	}
 }
@@ -635,8 +637,8 @@ func (l *loader) buildTLS(c *Config) {
 	}
 }
 
-// buildUpstream checks the upstream TLS settings against each other and
-// against OutAddress.
+// buildUpstream checks the upstream settings against each other and
+// against OutAddress and TransparentProxy.
 func (l *loader) buildUpstream(c *Config) {
 	u := &c.Upstream
 	if (u.CertFile == "") != (u.KeyFile == "") {
@@ -645,7 +647,15 @@ func (l *loader) buildUpstream(c *Config) {
 	if u.TLS == UpstreamTLSNone && (u.CAFile != "" || u.ServerName != "" || u.CertFile != "") {
 		l.warn("upstream.tls is none: the other upstream.tls_* settings are ignored")
 	}
-	if l.role == Edge && u.TLS == UpstreamTLSRequired && u.ServerName == "" && (c.OutAddress.Network == "unix" || c.OutAddress.PortOnly()) {
+	if l.role == Edge && c.TransparentProxy != TransparentOff && len(c.ProxyProtocol.Trusted) > 0 {
+		l.failf("proxy_protocol.trusted", "cannot be used with TransparentProxy: a load balancer's connection is not the client's, and has no original destination of its own")
+	}
+	if l.role != Edge || u.TLS != UpstreamTLSRequired || u.ServerName != "" {
+		return
+	}
+	if c.TransparentProxy != TransparentOff {
+		l.failf("upstream.tls_server_name", "required with upstream.tls: required and TransparentProxy: the original destinations have no host name to verify")
+	} else if c.OutAddress.Network == "unix" || c.OutAddress.PortOnly() {
 		l.failf("upstream.tls_server_name", "required with upstream.tls: required when OutAddress has no host name to verify (%s)", c.OutAddress)
 	}
 }

@@ -221,9 +221,8 @@ func TestProxsmtpdFatal(t *testing.T) {
 		{"OutAddress: 25\nSkip: all\n", "invalid value for Skip (must specify 'authenticated')"},
 		{"OutAddress: 25\nSkip:\n", "invalid value for Skip (must specify 'authenticated')"},
 		{"OutAddress: 25\nTransparentProxy: bogus\n", "invalid value for TransparentProxy"},
-		{"OutAddress: 25\nTransparentProxy: client\n", "TransparentProxy: not supported yet"},
-		{"OutAddress: 25\nTransparentProxy: FULL\n", "TransparentProxy: not supported yet"},
-		{"TransparentProxy: on\n", "TransparentProxy: not supported yet"},
+		{"TransparentProxy: client\nproxy_protocol.trusted: 10.0.0.0/8\n", "proxy_protocol.trusted: cannot be used with TransparentProxy: a load balancer's connection is not the client's, and has no original destination of its own"},
+		{"TransparentProxy: full\nupstream.tls: required\n", "upstream.tls_server_name: required with upstream.tls: required and TransparentProxy: the original destinations have no host name to verify"},
 		{"OutAddress: 25\nUser: nobody\n", "User: not supported yet"},
 		{"OutAddress: 25\nDebugFiles: 1\n", "invalid config line: DebugFiles"},
 		{"OutAddress: 25\nNonsense line\n", "invalid config line: Nonsense line"},
@@ -266,6 +265,15 @@ func TestProxsmtpdValues(t *testing.T) {
 		{"TransparentProxy: OFF", func(c *Config) bool { return c.TransparentProxy == TransparentOff }},
 		{"TransparentProxy: 0", func(c *Config) bool { return c.TransparentProxy == TransparentOff }},
 		{"TransparentProxy: false", func(c *Config) bool { return c.TransparentProxy == TransparentOff }},
+		// proxsmtpd's warning: the destination is the client's, not OutAddress.
+		{"TransparentProxy: client", func(c *Config) bool {
+			return c.TransparentProxy == TransparentClient &&
+				slices.Equal(c.Warnings, []string{"the OutAddress option will be ignored when TransparentProxy is enabled"})
+		}},
+		{"TransparentProxy: FULL", func(c *Config) bool { return c.TransparentProxy == TransparentFull }},
+		{"TransparentProxy: on\nupstream.tls: required\nupstream.tls_server_name: mx.example.org", func(c *Config) bool {
+			return c.TransparentProxy == TransparentClient && c.Upstream.ServerName == "mx.example.org"
+		}},
 		{"User:", func(c *Config) bool { return c.User == "" }},
 		{"Listen: 24517", func(c *Config) bool { return c.Listen == Address{Network: "tcp", Host: "0.0.0.0", Port: 24517} }},
 		{"Listen: localhost", func(c *Config) bool { return c.Listen.String() == "localhost:10025" }},
@@ -931,5 +939,19 @@ func TestDocsCoverEverySetting(t *testing.T) {
 				t.Errorf("docs/configuration.md lacks %s", w)
 			}
 		}
+	}
+}
+
+// Without OutAddress TransparentProxy needs no destination of its own,
+// and nothing is said about it.
+func TestTransparentWithoutOutAddress(t *testing.T) {
+	p := writeConf(t, "proxsmtpd.conf", "TransparentProxy: on\n")
+	c := mustLoad(t, Edge, []string{"-f", p}, nil)
+	if c.TransparentProxy != TransparentClient || len(c.Warnings) != 0 {
+		t.Errorf("TransparentProxy %q, warnings %q", c.TransparentProxy, c.Warnings)
+	}
+	p = writeConf(t, "proxsmtpd.conf", "TransparentProxy: off\n")
+	if e := loadErr(t, Edge, []string{"-f", p}, nil); e.Error() != p+": no OutAddress specified." {
+		t.Errorf("no OutAddress: %q", e.Error())
 	}
 }

@@ -88,7 +88,7 @@ type Edge struct {
 // Start brings every part up and listens once the edge can filter: NATS,
 // the store and (in the single-process default) the workers are ready.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, error) {
-	return start(ctx, cfg, log, listen)
+	return start(ctx, cfg, log, listenerFor(cfg))
 }
 
 // start is Start with the function that opens the listener.
@@ -148,7 +148,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 		go e.accept(e.implicitLn, true)
 		log.Info("edge listening with implicit TLS", "addr", e.implicitLn.Addr().String())
 	}
-	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", cfg.OutAddress.String(),
+	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", e.upstreamName(),
 		"nats", natsDescription(cfg), "store", wiring.StoreDescription(cfg), "workers", cfg.Worker.Slots)
 	ok = true
 	return e, nil
@@ -562,6 +562,7 @@ func (e *Edge) serveSession(c net.Conn, implicitTLS bool) {
 	// session (Stop) and its pipeline all end with it.
 	ctx, cancel := context.WithCancel(e.sessionCtx)
 	defer cancel()
+	raw := c
 	if implicitTLS {
 		tc, err := e.handshake(ctx, c)
 		if err != nil {
@@ -573,9 +574,9 @@ func (e *Edge) serveSession(c net.Conn, implicitTLS bool) {
 	}
 
 	// behaviour.md#connection: the upstream first; the client is greeted only once it greeted.
-	up, err := e.dialUpstream(ctx, c)
+	up, err := e.dialUpstream(ctx, raw)
 	if err != nil {
-		log.Warn("couldn't connect to upstream", "out", e.cfg.OutAddress.String(), "err", err)
+		log.Warn("couldn't connect to upstream", "out", e.upstreamName(), "err", err)
 		e.metrics.Connection(monitor.ConnUpstreamUnreachable)
 	} else {
 		e.metrics.Connection(monitor.ConnAccepted)
@@ -613,9 +614,33 @@ func (e *Edge) handshake(ctx context.Context, c net.Conn) (*tls.Conn, error) {
 	return tc, nil
 }
 
+// upstreamName is where sessions are relayed, for the log.
+func (e *Edge) upstreamName() string {
+	if tp := e.cfg.TransparentProxy; tp != config.TransparentOff {
+		return "original destination (TransparentProxy " + string(tp) + ")"
+	}
+	return e.cfg.OutAddress.String()
+}
+
 // dialUpstream connects to OutAddress; a port alone means the client's own
-// address (the loopback feature, behaviour.md#other).
+// address (the loopback feature, behaviour.md#other). With
+// TransparentProxy it connects where the client meant to
+// (transparentDest). c is the accepted connection, before any TLS.
 func (e *Edge) dialUpstream(ctx context.Context, c net.Conn) (*upstream.Conn, error) {
+	if e.cfg.TransparentProxy != config.TransparentOff {
+		addr, d, err := e.transparentDest(c)
+		if err != nil {
+			return nil, err
+		}
+		up, err := upstream.DialWith(ctx, d, "tcp", addr, e.cfg.TimeOut)
+		var se *os.SyscallError
+		if err != nil && errors.As(err, &se) && se.Syscall == "bind" {
+			err = fmt.Errorf("couldn't set source of transparent connection to: %s: %w", c.RemoteAddr(), err)
+		} else if err == nil && d.LocalAddr != nil {
+			e.log.Debug("setup source of transparent connection: " + c.RemoteAddr().String())
+		}
+		return up, err
+	}
 	a := e.cfg.OutAddress
 	network, addr := "tcp", ""
 	switch {

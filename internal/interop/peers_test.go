@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -24,9 +25,18 @@ type smtpSink struct {
 // in the background; extra options go before -d.
 func startSMTPSink(t *testing.T, extra ...string) *smtpSink {
 	t.Helper()
+	s := launchSMTPSink(t, nil, "127.0.0.1:"+freePort(t), extra...)
+	s.p.waitPort(t, s.addr)
+	return s
+}
+
+// launchSMTPSink starts smtp-sink on addr, its command line after
+// prefix (`ip netns exec NS`, say), without waiting for it to listen.
+func launchSMTPSink(t *testing.T, prefix []string, addr string, extra ...string) *smtpSink {
+	t.Helper()
 	bin := tool(t, "smtp-sink", "postfix")
-	s := &smtpSink{addr: "127.0.0.1:" + freePort(t), dir: t.TempDir()}
-	argv := []string{bin}
+	s := &smtpSink{addr: addr, dir: t.TempDir()}
+	argv := append(slices.Clone(prefix), bin)
 	if isRoot() {
 		u, err := user.Current()
 		if err != nil {
@@ -37,7 +47,6 @@ func startSMTPSink(t *testing.T, extra ...string) *smtpSink {
 	argv = append(argv, extra...)
 	argv = append(argv, "-d", filepath.Join(s.dir, "%M."), s.addr, "100")
 	s.p = startProcess(t, "smtp-sink", s.dir, argv...)
-	s.p.waitPort(t, s.addr)
 	return s
 }
 

@@ -180,3 +180,16 @@ func freePort(t *testing.T) string {
 // isRoot: smtp-sink requires -u as root and refuses it otherwise
 // (initgroups fails for a plain user).
 func isRoot() bool { return os.Geteuid() == 0 }
+
+// waitFor polls cond until it holds, failing after startTimeout with what
+// was awaited.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s", startTimeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -54,7 +54,12 @@ type Conn struct {
 
 // Dial connects to network/address within timeout.
 func Dial(ctx context.Context, network, address string, timeout time.Duration) (*Conn, error) {
-	d := net.Dialer{Timeout: timeout}
+	return DialWith(ctx, &net.Dialer{Timeout: timeout}, network, address, timeout)
+}
+
+// DialWith connects to network/address with d (its own source address,
+// socket options); timeout bounds every read and write afterwards.
+func DialWith(ctx context.Context, d *net.Dialer, network, address string, timeout time.Duration) (*Conn, error) {
 	nc, err := d.DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err
