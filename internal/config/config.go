@@ -249,14 +249,20 @@ type NATS struct {
 	MaxAge        time.Duration
 	AckWait       time.Duration
 	MaxDeliver    int
-	User          string
-	Password      string
-	Token         string
-	NKeyFile      string
-	CredsFile     string
-	TLSCA         string
-	TLSCert       string
-	TLSKey        string
+	// Domain is the JetStream domain the stream lives in ("" = the
+	// connected server's own): a leaf node's clients reach the central
+	// cluster's JetStream through it.
+	Domain string
+	// PublishTimeout bounds an edge's retries of a job's publish.
+	PublishTimeout time.Duration
+	User           string
+	Password       string
+	Token          string
+	NKeyFile       string
+	CredsFile      string
+	TLSCA          string
+	TLSCert        string
+	TLSKey         string
 }
 
 // Embedded reports whether no external NATS server is configured.
@@ -672,6 +678,10 @@ func (l *loader) buildNATS(c *Config) {
 			l.warn("nats.listen is ignored: nats.url names an external server")
 		}
 	}
+	if n.Domain != "" && n.Embedded() {
+		l.warn("nats.domain is ignored: the embedded server is the job stream's own")
+		n.Domain = ""
+	}
 	if subjectsOverlap(n.Subject, n.VerdictPrefix) {
 		l.failf("nats.verdict_prefix", "must not overlap nats.subject (%s)", n.Subject)
 	}
@@ -724,6 +734,9 @@ func (l *loader) buildJobTimeout(c *Config) {
 	}
 	if l.err == nil && n.MaxAge <= c.JobTimeout {
 		l.failf("nats.max_age", "must be greater than job_timeout (%s)", c.JobTimeout)
+	}
+	if l.err == nil && n.PublishTimeout >= c.JobTimeout {
+		l.failf("nats.publish_timeout", "must be less than job_timeout (%s)", c.JobTimeout)
 	}
 }
 

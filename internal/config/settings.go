@@ -106,6 +106,8 @@ var settings = []setting{
 	{key: "nats.max_age", kind: kindDuration, def: "1h", help: "oldest job kept in the stream", positive: true, field: fieldOf(func(c *Config) *time.Duration { return &c.NATS.MaxAge })},
 	{key: "nats.ack_wait", kind: kindDuration, help: "redelivery delay of an unacknowledged job (default: FilterTimeout + 30s)"},
 	{key: "nats.max_deliver", kind: kindInt, def: "5", help: "deliveries of one job before it is given up", lo: 1, hi: math.MaxInt32, field: fieldOf(func(c *Config) *int { return &c.NATS.MaxDeliver })},
+	{key: "nats.domain", help: "JetStream domain of the job stream: the central cluster's domain, for edges and workers whose NATS server is a leaf node of it; empty = the connected server's own JetStream", check: optional(checkName), field: fieldOf(func(c *Config) *string { return &c.NATS.Domain })},
+	{key: "nats.publish_timeout", kind: kindDuration, def: "15s", help: "how long an edge retries publishing a job before the sender gets 451 (rides out a JetStream leader election)", positive: true, field: fieldOf(func(c *Config) *time.Duration { return &c.NATS.PublishTimeout })},
 	{key: "nats.user", help: "NATS user name", raw: true, field: fieldOf(func(c *Config) *string { return &c.NATS.User })},
 	{key: "nats.password", help: "NATS password", raw: true, field: fieldOf(func(c *Config) *string { return &c.NATS.Password })},
 	{key: "nats.token", help: "NATS token", raw: true, field: fieldOf(func(c *Config) *string { return &c.NATS.Token })},

@@ -24,6 +24,8 @@ func samples(t *testing.T, s setting) (valid, invalid string) {
 		"filter.env_allow":         {"LANG,LC_*", "A=B"},
 		"store.s3.part_size":       {"32MiB", "lots"},
 		"nats.max_age":             {"2h", "0s"},
+		"nats.domain":              {"core", "has.dot"},
+		"nats.publish_timeout":     {"20s", "0s"},
 		"upstream.tls_server_name": {"mx.example.org", ""},
 		"upstream.tls":             {"opportunistic", "bogus"},
 	}

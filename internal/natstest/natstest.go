@@ -50,6 +50,9 @@ type settings struct {
 	tls             bool
 	jetstreamMemory string
 	jetstreamFile   string
+	domain          string   // JetStream domain
+	leafListen      bool     // accept leaf nodes
+	leafRemotes     []string // a leaf node of these hub URLs, without JetStream
 }
 
 // WithUser makes the servers require this user name and password.
@@ -81,6 +84,26 @@ func WithClusterName(name string) Option {
 	return func(s *settings) { s.clusterName = name }
 }
 
+// WithDomain gives the cluster's JetStream this domain name.
+func WithDomain(domain string) Option {
+	return func(s *settings) { s.domain = domain }
+}
+
+// WithLeafListener makes every node accept leaf node connections, on
+// Node.LeafURL, without advertising other nodes' addresses to them (so a
+// leaf only ever uses the URLs it was given, as through a site's link).
+func WithLeafListener() Option {
+	return func(s *settings) { s.leafListen = true }
+}
+
+// AsLeafOf makes the servers leaf nodes of a hub (its nodes' LeafURLs),
+// without JetStream of their own; their clients reach the hub's
+// JetStream by its domain. The nodes are named after the cluster name
+// (WithClusterName), so that they differ from the hub's.
+func AsLeafOf(hubLeafURLs ...string) Option {
+	return func(s *settings) { s.leafRemotes = hubLeafURLs }
+}
+
 // Node is one server of a Cluster. Its addresses and directories stay the
 // same across restarts.
 type Node struct {
@@ -88,6 +111,7 @@ type Node struct {
 	ClientURL  string // nats://127.0.0.1:PORT, or tls:// with WithTLS
 	RouteURL   string // nats-route://127.0.0.1:PORT
 	MonitorURL string // http://127.0.0.1:PORT
+	LeafURL    string // nats-leaf://127.0.0.1:PORT, with WithLeafListener
 	StoreDir   string // JetStream store
 	ConfigFile string
 	LogFile    string // the server's stdout and stderr, appended across restarts
@@ -191,7 +215,7 @@ func (c *Cluster) makeNKey() error {
 }
 
 func (c *Cluster) startAttempt(n, attempt int) error {
-	ports, err := freePorts(3 * n)
+	ports, err := freePorts(4 * n)
 	if err != nil {
 		return err
 	}
@@ -205,11 +229,16 @@ func (c *Cluster) startAttempt(n, attempt int) error {
 		if c.set.tls {
 			scheme = "tls"
 		}
+		name := fmt.Sprintf("n%d", i)
+		if c.set.leafRemotes != nil {
+			name = fmt.Sprintf("%s-leaf%d", c.set.clusterName, i)
+		}
 		nodes[i] = &Node{
-			Name:       fmt.Sprintf("n%d", i),
+			Name:       name,
 			ClientURL:  fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[3*i]),
 			RouteURL:   fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+1]),
 			MonitorURL: fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+2]),
+			LeafURL:    fmt.Sprintf("nats-leaf://127.0.0.1:%d", ports[3*n+i]),
 			StoreDir:   filepath.Join(dir, "jetstream"),
 			ConfigFile: filepath.Join(dir, "nats-server.conf"),
 			LogFile:    filepath.Join(dir, "nats-server.log"),
@@ -229,6 +258,9 @@ func (c *Cluster) startAttempt(n, attempt int) error {
 		}
 	}
 	for i := range nodes {
+		if c.set.leafRemotes != nil {
+			break
+		}
 		if err := c.waitJetStream(i); err != nil {
 			return err
 		}
@@ -251,8 +283,22 @@ func (c *Cluster) config(nodes []*Node, i int, ports []int) string {
 	fmt.Fprintf(&b, "listen: \"127.0.0.1:%d\"\n", ports[3*i])
 	fmt.Fprintf(&b, "http: \"127.0.0.1:%d\"\n", ports[3*i+2])
 	b.WriteString("logtime: true\n")
-	fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n  max_memory_store: %s\n  max_file_store: %s\n}\n",
-		nodes[i].StoreDir, s.jetstreamMemory, s.jetstreamFile)
+	if s.leafRemotes == nil {
+		fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n  max_memory_store: %s\n  max_file_store: %s\n", nodes[i].StoreDir, s.jetstreamMemory, s.jetstreamFile)
+		if s.domain != "" {
+			fmt.Fprintf(&b, "  domain: %q\n", s.domain)
+		}
+		b.WriteString("}\n")
+	} else {
+		b.WriteString("leafnodes {\n  reconnect: \"1s\"\n  remotes: [ { urls: [\n")
+		for _, u := range s.leafRemotes {
+			fmt.Fprintf(&b, "    %q\n", u)
+		}
+		b.WriteString("  ] } ]\n}\n")
+	}
+	if s.leafListen {
+		fmt.Fprintf(&b, "leafnodes {\n  listen: %q\n  no_advertise: true\n}\n", strings.TrimPrefix(nodes[i].LeafURL, "nats-leaf://"))
+	}
 	if len(nodes) > 1 {
 		fmt.Fprintf(&b, "cluster {\n  name: %q\n  listen: \"127.0.0.1:%d\"\n  routes: [\n", s.clusterName, ports[3*i+1])
 		for j, nd := range nodes {

@@ -595,3 +595,40 @@ func TestClusterFullOutage(t *testing.T) {
 		t.Errorf("handler ran for %d jobs, want 12", n)
 	}
 }
+
+// Issue 8: an edge whose NATS server is a leaf node of the central
+// cluster (no JetStream of its own, no default_js_domain) reaches the
+// central stream by Domain; the worker in the centre uses it too. Without
+// the domain the leaf's client finds no JetStream at all.
+func TestDomainThroughLeafNode(t *testing.T) {
+	hub := natstest.StartCluster(t, 1, natstest.WithDomain("core"), natstest.WithLeafListener())
+	leaf := natstest.StartCluster(t, 1, natstest.WithClusterName("site-a"), natstest.AsLeafOf(hub.Node(0).LeafURL))
+
+	w := open(t, Options{URLs: hub.URLs(), Domain: "core", Name: "worker"})
+	consume(t, w, 1, accept("w-core"))
+	var q *Queue
+	waitFor(t, 30*time.Second, "the leaf node's link to the hub", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		var err error
+		q, err = Open(ctx, Options{URLs: leaf.URLs(), Domain: "core", Name: "edge", Logger: testLogger(t)})
+		return err == nil
+	})
+	t.Cleanup(q.Close)
+
+	// The link is up; without the domain the same leaf is no use.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if q, err := Open(ctx, Options{URLs: leaf.URLs(), Name: "edge-no-domain", Logger: testLogger(t)}); err == nil {
+		q.Close()
+		t.Fatal("a leaf node's client without nats.domain opened the queue: the test proves nothing")
+	}
+
+	s := submitter(t, q, "edge-a")
+	if v := mustSubmit(t, s, newJob("m1", time.Now().Add(20*time.Second))); v.WorkerId != "w-core" {
+		t.Errorf("verdict %v, want one from the worker in the centre", v)
+	}
+	if info := clusterInfo(t, q); info.State.Msgs != 0 || info.State.LastSeq != 1 {
+		t.Errorf("the central stream: %d jobs waiting, last sequence %d; want 0 and 1", info.State.Msgs, info.State.LastSeq)
+	}
+}

@@ -60,6 +60,11 @@ type Options struct {
 	MaxAge        time.Duration // jobs older than this leave the stream even if never run
 	AckWait       time.Duration
 	MaxDeliver    int
+	// Domain is the JetStream domain of the stream, for clients of a
+	// leaf node whose JetStream is the hub's; "" = the server's own.
+	Domain string
+	// PublishTimeout bounds Submit's publish retries (default 15 s).
+	PublishTimeout time.Duration
 
 	// Credentials. For an embedded server, User/Password or Token also
 	// become the server's own authorization, so that workers joining
@@ -96,6 +101,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxDeliver <= 0 {
 		o.MaxDeliver = DefaultMaxDeliver
+	}
+	if o.PublishTimeout <= 0 {
+		o.PublishTimeout = DefaultPublishTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -301,7 +309,12 @@ func (q *Queue) connect() error {
 	if err != nil {
 		return fmt.Errorf("queue: connect to NATS: %w", err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(requestTimeout))
+	var js jetstream.JetStream
+	if o.Domain != "" {
+		js, err = jetstream.NewWithDomain(nc, o.Domain, jetstream.WithDefaultTimeout(requestTimeout))
+	} else {
+		js, err = jetstream.New(nc, jetstream.WithDefaultTimeout(requestTimeout))
+	}
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("queue: %w", err)

@@ -161,7 +161,7 @@ func (s *Submitter) Submit(ctx context.Context, job *sluicev1.FilterJob) (*sluic
 	ch := s.wait(id)
 	defer s.unwait(id, ch)
 
-	pctx, cancel := context.WithTimeout(ctx, publishWindow)
+	pctx, cancel := context.WithTimeout(ctx, s.q.opts.PublishTimeout)
 	err = s.publish(pctx, id, data)
 	cancel()
 	if err != nil {
@@ -175,10 +175,10 @@ func (s *Submitter) Submit(ctx context.Context, job *sluicev1.FilterJob) (*sluic
 	}
 }
 
-// publishWindow bounds the publish retries: long enough to ride out a
-// JetStream leader election (~7 s), short enough that a sender is told
-// 4xx soon when NATS is down rather than after the whole job_timeout.
-const publishWindow = 15 * time.Second
+// DefaultPublishTimeout bounds the publish retries: long enough to ride
+// out a JetStream leader election (~7 s), short enough that a sender is
+// told 4xx soon when NATS is down rather than after the whole job_timeout.
+const DefaultPublishTimeout = 15 * time.Second
 
 func (s *Submitter) publish(ctx context.Context, id string, data []byte) error {
 	msg := &nats.Msg{Subject: s.q.opts.Subject, Data: data, Header: nats.Header{}}

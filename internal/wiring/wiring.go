@@ -90,6 +90,7 @@ func QueueOptions(cfg *config.Config, name string, log *slog.Logger) queue.Optio
 		URLs: n.URLs, Stream: n.Stream, Subject: n.Subject, Consumer: n.Consumer,
 		VerdictPrefix: n.VerdictPrefix, Replicas: n.Replicas, MaxAge: n.MaxAge,
 		AckWait: n.AckWait, MaxDeliver: n.MaxDeliver,
+		Domain: n.Domain, PublishTimeout: n.PublishTimeout,
 		User: n.User, Password: n.Password, Token: n.Token, NKeyFile: n.NKeyFile,
 		CredsFile: n.CredsFile, TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey,
 		Logger: log,
