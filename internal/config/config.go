@@ -680,7 +680,6 @@ func (l *loader) buildNATS(c *Config) {
 	}
 	if n.Domain != "" && n.Embedded() {
 		l.warn("nats.domain is ignored: the embedded server is the job stream's own")
-		n.Domain = ""
 	}
 	if subjectsOverlap(n.Subject, n.VerdictPrefix) {
 		l.failf("nats.verdict_prefix", "must not overlap nats.subject (%s)", n.Subject)

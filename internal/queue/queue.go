@@ -62,6 +62,7 @@ type Options struct {
 	MaxDeliver    int
 	// Domain is the JetStream domain of the stream, for clients of a
 	// leaf node whose JetStream is the hub's; "" = the server's own.
+	// Ignored for the embedded server.
 	Domain string
 	// PublishTimeout bounds Submit's publish retries (default 15 s).
 	PublishTimeout time.Duration
@@ -310,7 +311,7 @@ func (q *Queue) connect() error {
 		return fmt.Errorf("queue: connect to NATS: %w", err)
 	}
 	var js jetstream.JetStream
-	if o.Domain != "" {
+	if o.Domain != "" && q.ns == nil { // an embedded server's JetStream is its own
 		js, err = jetstream.NewWithDomain(nc, o.Domain, jetstream.WithDefaultTimeout(requestTimeout))
 	} else {
 		js, err = jetstream.New(nc, jetstream.WithDefaultTimeout(requestTimeout))
