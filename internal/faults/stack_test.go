@@ -80,8 +80,24 @@ type stack struct {
 // newStack starts everything and stops it when t ends.
 func newStack(t *testing.T, tm timing, nEdges, nWorkers int) *stack {
 	t.Helper()
-	s := &stack{t: t, tm: tm, dir: t.TempDir()}
-	s.nats = natstest.StartCluster(t, 3)
+	s := newBase(t, tm, natstest.StartCluster(t, 3))
+	for i := range nWorkers {
+		s.workers = append(s.workers, s.newProc(fmt.Sprintf("w%d", i+1), bins.worker))
+	}
+	for i := range nEdges {
+		s.edges = append(s.edges, s.newProc(fmt.Sprintf("e%d", i+1), bins.edge))
+	}
+	s.startAll()
+	t.Logf("stack up: nats %v, s3 %s, upstream %s, edges %v, workers %v, runs in %s",
+		s.nats.URLs(), s.s3.Endpoint, s.up.addr, s.edgeAddrs(), s.workerPIDs(), s.runlog)
+	return s
+}
+
+// newBase starts the parts around the NATS cluster nc: versitygw, the
+// upstream, the filter's run log. No edge or worker yet.
+func newBase(t *testing.T, tm timing, nc *natstest.Cluster) *stack {
+	t.Helper()
+	s := &stack{t: t, tm: tm, dir: t.TempDir(), nats: nc}
 	s.s3 = s3test.Start(t)
 	s.up = newUpstream(t)
 	s.runlog = filepath.Join(s.dir, "runs.log")
@@ -94,19 +110,18 @@ func newStack(t *testing.T, tm timing, nEdges, nWorkers int) *stack {
 	}
 	s.launch = testproc.NewLauncher()
 	t.Cleanup(s.cleanup)
+	return s
+}
 
-	// Workers first: they create the stream and consumer with the same
-	// settings the edges use, and are ready to take jobs.
-	errs := make(chan error, nWorkers+nEdges)
+// startAll starts every worker and edge at once and waits until all are
+// ready.
+func (s *stack) startAll() {
+	t := s.t
+	t.Helper()
+	procs := append(append([]*proc(nil), s.workers...), s.edges...)
+	errs := make(chan error, len(procs))
 	var wg sync.WaitGroup
-	for i := range nWorkers {
-		p := s.newProc(fmt.Sprintf("w%d", i+1), bins.worker)
-		s.workers = append(s.workers, p)
-		wg.Go(func() { errs <- s.start(p) })
-	}
-	for i := range nEdges {
-		p := s.newProc(fmt.Sprintf("e%d", i+1), bins.edge)
-		s.edges = append(s.edges, p)
+	for _, p := range procs {
 		wg.Go(func() { errs <- s.start(p) })
 	}
 	wg.Wait()
@@ -116,9 +131,6 @@ func newStack(t *testing.T, tm timing, nEdges, nWorkers int) *stack {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("stack up: nats %v, s3 %s, upstream %s, edges %v, workers %v, runs in %s",
-		s.nats.URLs(), s.s3.Endpoint, s.up.addr, s.edgeAddrs(), s.workerPIDs(), s.runlog)
-	return s
 }
 
 func (s *stack) edgeAddrs() []string {
@@ -189,7 +201,14 @@ func (s *stack) configFile(p *proc, listen string) string {
 		s.t.Fatal(err)
 	}
 	var urls []string
-	for _, u := range s.nats.URLs() {
+	natsURLs, s3Endpoint := s.nats.URLs(), s.s3.Endpoint
+	if p.natsURLs != nil {
+		natsURLs = p.natsURLs
+	}
+	if p.s3Endpoint != "" {
+		s3Endpoint = p.s3Endpoint
+	}
+	for _, u := range natsURLs {
 		urls = append(urls, strconv.Quote(u))
 	}
 	slots := "0"
@@ -222,13 +241,14 @@ store:
 worker:
   slots: %s
 `, listen, s.up.addr, s.filter, tm.filterTimeout, tmp, p.name, dir, tm.jobTimeout,
-		strings.Join(urls, ", "), tm.ackWait, s.s3.Endpoint, s.s3.AccessKey, s.s3.SecretKey, slots)
+		strings.Join(urls, ", "), tm.ackWait, s3Endpoint, s.s3.AccessKey, s.s3.SecretKey, slots)
 	if tm.timeOut > 0 {
 		cfg += fmt.Sprintf("TimeOut: %d\n", tm.timeOut)
 	}
 	if tm.partSize != "" {
 		cfg = strings.Replace(cfg, "    create_bucket: true\n", "    create_bucket: true\n    part_size: "+tm.partSize+"\n", 1)
 	}
+	cfg = strings.Replace(cfg, "  max_deliver: 5\n", "  max_deliver: 5\n"+p.natsExtra, 1)
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		s.t.Fatal(err)
@@ -244,6 +264,12 @@ type proc struct {
 	log  string
 	env  []string
 	addr string // an edge's SMTP address
+
+	// Where the process's NATS and S3 are, when not the stack's own
+	// (through a site's link), and lines added to its nats: block.
+	natsURLs   []string
+	s3Endpoint string
+	natsExtra  string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
