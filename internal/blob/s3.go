@@ -145,7 +145,7 @@ func NewS3(ctx context.Context, o S3Options) (*S3, error) {
 		return s, nil
 	}
 	if !o.CreateBucket {
-		return nil, fmt.Errorf("blob: s3 %s: bucket %q does not exist (create it, or enable bucket creation)", o.Endpoint, o.Bucket)
+		return nil, fmt.Errorf("blob: s3 %s: bucket %q does not exist (create it, or set store.s3.create_bucket)", o.Endpoint, o.Bucket)
 	}
 	err = client.MakeBucket(ctx, o.Bucket, minio.MakeBucketOptions{Region: o.Region})
 	switch minio.ToErrorResponse(err).Code {

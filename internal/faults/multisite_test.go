@@ -5,12 +5,18 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/natstest"
+	"github.com/sluice-mail/sluice/internal/testcert"
 )
 
 // Issue 8: several MX sites, one worker pool (deploy/examples/multisite).
@@ -221,4 +227,77 @@ func (l *link) close() {
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
+}
+
+// The example's files stay what this test runs: nats-server -t accepts
+// each NATS file (its certificate paths pointed at generated ones), the
+// edges' and the worker's files load, and they name the JetStream domain
+// the core's files give, with no default_js_domain left on the leaves.
+func TestMultiSiteExampleFiles(t *testing.T) {
+	bin, err := natstest.FindServer()
+	if err != nil {
+		if os.Getenv("SLUICE_REQUIRE_TOOLS") == "1" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	const dir = "../../deploy/examples/multisite"
+	tmp := t.TempDir()
+	tf, err := testcert.GenerateTLS(filepath.Join(tmp, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := strings.NewReplacer(
+		"/etc/nats/certs/server.pem", tf.ServerCert,
+		"/etc/nats/certs/server-key.pem", tf.ServerKey,
+		"/etc/nats/certs/ca.pem", tf.CA,
+		"/etc/sluice/nats-ca.pem", tf.CA,
+	)
+	rewrite := func(name string) (string, string) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := paths.Replace(string(b))
+		p := filepath.Join(tmp, strings.ReplaceAll(name, "/", "-"))
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p, text
+	}
+	domain := regexp.MustCompile(`(?m)^\s*domain:\s*(\S+)`)
+	var domains []string
+	for _, name := range []string{"core-1.conf", "core-2.conf", "core-3.conf", "leaf-site-a.conf", "leaf-site-b.conf"} {
+		p, text := rewrite("nats/" + name)
+		out, err := exec.Command(bin, "-t", "-c", p).CombinedOutput()
+		if err != nil {
+			t.Errorf("nats-server -t %s: %v\n%s", name, err, out)
+		}
+		if m := domain.FindStringSubmatch(text); m != nil {
+			domains = append(domains, m[1])
+		}
+		if strings.Contains(text, "\ndefault_js_domain") {
+			t.Errorf("%s still maps the JetStream domain with default_js_domain", name)
+		}
+	}
+	if len(domains) != 3 || domains[0] != domains[1] || domains[1] != domains[2] {
+		t.Fatalf("the core's JetStream domains: %q, want one for each of the 3 nodes", domains)
+	}
+	for _, f := range []struct {
+		name string
+		role config.Role
+	}{{"edge-site-a.conf", config.Edge}, {"edge-site-b.conf", config.Edge}, {"worker.conf", config.Worker}} {
+		p, _ := rewrite(f.name)
+		c, err := config.Load(f.role, []string{"-f", p}, nil)
+		if err != nil {
+			t.Errorf("%s: %v", f.name, err)
+			continue
+		}
+		if c.NATS.Domain != domains[0] {
+			t.Errorf("%s: nats.domain %q, want the core's %q", f.name, c.NATS.Domain, domains[0])
+		}
+		if len(c.Warnings) > 0 {
+			t.Errorf("%s: warnings %q", f.name, c.Warnings)
+		}
+	}
 }
