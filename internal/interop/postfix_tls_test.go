@@ -74,3 +74,57 @@ func firstLine(s, sub string) string {
 	}
 	return ""
 }
+
+// Issue 8: a real Postfix as the sending MTA, with
+// smtp_tls_security_level = encrypt and the test CA, relays a message
+// through the edge (tls.required on, so nothing passes in clear) to
+// smtp-sink. Postfix logs the TLS session and status=sent; the filter
+// sees the TLS facts.
+func TestPostfixSendsThroughEdgeWithTLS(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sluice-interop-tls-") // Postfix's user reads the CA
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	f, err := testcert.GenerateTLS(filepath.Join(dir, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, filepath.Dir(f.CA), f.CA} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := startSMTPSink(t)
+	e := startEdge(t, "OutAddress: "+sink.addr+"\n"+
+		`FilterCommand: printf 'X-TLS: %s %s\n' "$TLS_VERSION" "$TLS_CIPHER"; cat`+"\n"+
+		"tls.cert_file: "+f.ServerCert+"\ntls.key_file: "+f.ServerKey+"\ntls.required: on\n")
+	pf := postfixtest.StartSender(t, "["+strings.Replace(e.addr, ":", "]:", 1),
+		"smtp_tls_security_level = encrypt",
+		"smtp_tls_CAfile = "+f.CA,
+		"smtp_tls_loglevel = 1",
+	)
+	r := swaks(t, pf.Addr(), nil, "--to", "bob@"+postfixtest.OutsideDomain, "--h-Subject", "postfix through the edge")
+	checkSwaksOK(t, r)
+
+	// Postfix delivers after swaks had its 250; once it logs status=sent
+	// the edge had smtp-sink's 250, and smtp-sink had written the message.
+	var log string
+	waitFor(t, func() bool { log = pf.LogTail(); return strings.Contains(log, "status=") },
+		"Postfix to log what became of the message")
+	if !strings.Contains(log, "status=sent") {
+		t.Fatalf("Postfix did not deliver through the edge:\n%s", log)
+	}
+	ms := sink.waitMessages(t, 1)
+	if got := ms[0].header("X-TLS"); !strings.HasPrefix(got, "TLS") || !strings.Contains(got, "_") {
+		t.Errorf("the filter's TLS_VERSION and TLS_CIPHER: %q", got)
+	}
+	if got := ms[0].header("Subject"); got != "postfix through the edge" {
+		t.Errorf("smtp-sink got Subject %q", got)
+	}
+	if !strings.Contains(log, "Trusted TLS connection established to") {
+		t.Errorf("Postfix logged no verified TLS session to the edge:\n%s", log)
+	}
+	t.Logf("Postfix: %s", firstLine(log, "TLS connection established to"))
+	t.Logf("Postfix: %s", firstLine(log, "status=sent"))
+}

@@ -3,7 +3,9 @@
 // configuration, queue and data directories under a temporary directory,
 // listening on a free loopback port. It accepts mail and keeps it: there is
 // no queue manager, so nothing is ever delivered, and a test reads each
-// queued message back with postcat (Message).
+// queued message back with postcat (Message). A sender instance
+// (StartSender) has a queue manager and an SMTP client instead, and
+// relays every message to one next hop, as an MTA in front of a proxy.
 //
 // The instance trusts exactly one client address, TrustedAddr (127.0.0.1,
 // where a proxy in front of it connects from): it is Postfix's mynetworks
@@ -88,6 +90,9 @@ type Server struct {
 	spool string
 	tools tools
 	extra []string // more main.cf lines
+	// relayhost: a sending instance (StartSender) delivers every message
+	// there; "" = one that only queues.
+	relayhost string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd // the master, in the foreground
@@ -159,6 +164,10 @@ func executable(p string) bool {
 // here. extra are main.cf lines after the instance's own, which they
 // override ("smtpd_tls_security_level = encrypt").
 func New(dir string, extra ...string) (*Server, error) {
+	return newServer(dir, "", extra)
+}
+
+func newServer(dir, relayhost string, extra []string) (*Server, error) {
 	ts, err := findTools()
 	if err != nil {
 		return nil, err
@@ -170,7 +179,7 @@ func New(dir string, extra ...string) (*Server, error) {
 	var lastErr error
 	// A free port can be taken between choosing and binding it: retry.
 	for attempt := range 3 {
-		s := &Server{dir: filepath.Join(dir, fmt.Sprintf("postfix%d", attempt)), tools: ts, extra: extra}
+		s := &Server{dir: filepath.Join(dir, fmt.Sprintf("postfix%d", attempt)), tools: ts, extra: extra, relayhost: relayhost}
 		if lastErr = s.start(); lastErr == nil {
 			return s, nil
 		}
@@ -182,6 +191,22 @@ func New(dir string, extra ...string) (*Server, error) {
 // or fails t as Unavailable says. extra are as for New.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
+	return start(t, "", extra)
+}
+
+// StartSender runs a sending instance for t alone: as Start, plus a
+// queue manager and an SMTP client that deliver every message it accepts
+// to relayhost (Postfix's syntax: "[127.0.0.1]:10025"), so that Postfix
+// is the MTA in front of a proxy. extra adds the client's settings
+// ("smtp_tls_security_level = encrypt"). Its log says what became of
+// each message (status=sent, deferred, bounced).
+func StartSender(t testing.TB, relayhost string, extra ...string) *Server {
+	t.Helper()
+	return start(t, relayhost, extra)
+}
+
+func start(t testing.TB, relayhost string, extra []string) *Server {
+	t.Helper()
 	// Not t.TempDir(): its parent is private to root, and Postfix's
 	// daemons, which run as postfix, must reach the queue.
 	dir, err := os.MkdirTemp("", "postfixtest-")
@@ -189,7 +214,7 @@ func Start(t testing.TB, extra ...string) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	s, err := New(dir, extra...)
+	s, err := newServer(dir, relayhost, extra)
 	if err != nil {
 		Unavailable(t, err)
 	}
@@ -402,13 +427,28 @@ func (s *Server) mainCF() string {
 		"daemon_timeout = 120s",
 		"max_idle = 30s",
 	}
+	if s.relayhost != "" {
+		lines = append(lines,
+			"relayhost = "+s.relayhost,
+			"default_transport = smtp",
+			"relay_transport = smtp",
+			// Retry soon after a failure, and give up on a bounce's
+			// delivery soon: the test reads the outcome from the log.
+			"minimal_backoff_time = 2s",
+			"maximal_backoff_time = 4s",
+			"queue_run_delay = 2s",
+			"smtp_connect_timeout = 10s",
+			"bounce_queue_lifetime = 0",
+		)
+	}
 	lines = append(lines, s.extra...)
 	return strings.Join(lines, "\n") + "\n"
 }
 
 // masterCF is the instance's master.cf: the SMTP server and what it needs
-// to queue a message, but no qmgr and no pickup, so that nothing is ever
-// delivered or bounced; no chroot, so no copies of system files.
+// to queue a message, but (unless it is a sender) no qmgr and no pickup,
+// so that nothing is ever delivered or bounced; no chroot, so no copies
+// of system files.
 func (s *Server) masterCF() string {
 	lines := []string{
 		"# written by internal/postfixtest",
@@ -419,6 +459,22 @@ func (s *Server) masterCF() string {
 		"anvil unix - - n - 1 anvil",
 		"postlog unix-dgram n - n - 1 postlogd",
 		"tlsmgr unix - - n 1000? 1 tlsmgr", // for an instance given TLS keys (New's extra)
+	}
+	if s.relayhost != "" {
+		// A sending instance: the queue manager and what delivery and
+		// its reports need.
+		lines = append(lines,
+			"qmgr unix n - n 300 1 qmgr",
+			"smtp unix - - n - - smtp",
+			"bounce unix - - n - 0 bounce",
+			"defer unix - - n - 0 bounce",
+			"trace unix - - n - 0 bounce",
+			"error unix - - n - - error",
+			"retry unix - - n - - error",
+			"scache unix - - n - 1 scache",
+			"flush unix n - n 1000? 0 flush",
+			"verify unix - - n - 1 verify",
+		)
 	}
 	return strings.Join(lines, "\n") + "\n"
 }
