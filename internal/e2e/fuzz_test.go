@@ -47,39 +47,47 @@ func FuzzSession(f *testing.F) {
 		replies := fuzzConversation(t, h.addr, in)
 		checkReplies(t, in, replies)
 
-		// The session's upstream connection (if it got one) is closed
-		// with the client's.
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		ss, err := h.up.WaitClosed(ctx)
-		if err != nil {
-			t.Fatalf("upstream session not closed after the client's: %v", describeSessions(ss))
-		}
-		lines := clientLines(in)
-		for _, s := range ss {
-			if s.Index <= before {
-				continue
-			}
-			for _, c := range s.Commands {
-				if !allowedUpstreamLine(c, lines) {
-					t.Errorf("the upstream received %q, which the client never sent as a line", c)
-				}
-			}
-			for _, tr := range s.Transactions {
-				d := tr.Data
-				if !tr.Terminated && bytes.HasSuffix(d, []byte("\r")) {
-					d = d[:len(d)-1] // cut between CR and LF
-				}
-				if i := bareIndex(d); i >= 0 {
-					t.Errorf("upstream data has a bare CR or LF at %d: %q", i, tr.Data)
-				}
-				if tr.Terminated && len(d) > 0 && !bytes.HasSuffix(d, []byte("\r\n")) {
-					t.Errorf("upstream data does not end with CRLF: %q", d)
-				}
-			}
-		}
+		checkUpstream(t, h, before, in)
 		h.up.Clear()
 	})
+}
+
+// checkUpstream waits until the session's upstream connection (if it got
+// one) is closed with the client's, and checks what the upstream sessions
+// begun after before received, against the client's bytes in.
+func checkUpstream(t *testing.T, h *harness, before int, in []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ss, err := h.up.WaitClosed(ctx)
+	if err != nil {
+		t.Fatalf("upstream session not closed after the client's: %v", describeSessions(ss))
+	}
+	lines := clientLines(in)
+	for _, s := range ss {
+		if s.Index <= before {
+			continue
+		}
+		for _, c := range s.Commands {
+			if strings.EqualFold(wire.ParseCommand(strings.TrimSuffix(c, "\r\n")).Verb, "STARTTLS") {
+				t.Errorf("the upstream received %q: STARTTLS is the edge's own", c)
+			} else if !allowedUpstreamLine(c, lines) {
+				t.Errorf("the upstream received %q, which the client never sent as a line", c)
+			}
+		}
+		for _, tr := range s.Transactions {
+			d := tr.Data
+			if !tr.Terminated && bytes.HasSuffix(d, []byte("\r")) {
+				d = d[:len(d)-1] // cut between CR and LF
+			}
+			if i := bareIndex(d); i >= 0 {
+				t.Errorf("upstream data has a bare CR or LF at %d: %q", i, tr.Data)
+			}
+			if tr.Terminated && len(d) > 0 && !bytes.HasSuffix(d, []byte("\r\n")) {
+				t.Errorf("upstream data does not end with CRLF: %q", d)
+			}
+		}
+	}
 }
 
 // fuzzConversation sends in, half-closes, and returns everything the edge

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -79,34 +78,7 @@ func FuzzSessionSTARTTLS(f *testing.F) {
 			t.Errorf("replies inside TLS without a handshake: %q", outTLS)
 		}
 
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		ss, err := h.up.WaitClosed(ctx)
-		if err != nil {
-			t.Fatalf("upstream session not closed after the client's: %v", describeSessions(ss))
-		}
-		lines := clientLines(append(append([]byte(nil), clear...), secure...))
-		for _, s := range ss {
-			if s.Index <= before {
-				continue
-			}
-			for _, c := range s.Commands {
-				if strings.EqualFold(wire.ParseCommand(strings.TrimSuffix(c, "\r\n")).Verb, "STARTTLS") {
-					t.Errorf("the upstream received %q", c)
-				} else if !allowedUpstreamLine(c, lines) {
-					t.Errorf("the upstream received %q, which the client never sent as a line", c)
-				}
-			}
-			for _, tr := range s.Transactions {
-				d := tr.Data
-				if !tr.Terminated && bytes.HasSuffix(d, []byte("\r")) {
-					d = d[:len(d)-1]
-				}
-				if i := bareIndex(d); i >= 0 {
-					t.Errorf("upstream data has a bare CR or LF at %d: %q", i, tr.Data)
-				}
-			}
-		}
+		checkUpstream(t, h, before, append(append([]byte(nil), clear...), secure...))
 		h.up.Clear()
 	})
 }

@@ -3,7 +3,6 @@ package faults
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -186,13 +185,7 @@ func (l *link) forward(c net.Conn, target string) {
 	}
 	l.conns[c], l.conns[b] = struct{}{}, struct{}{}
 	l.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(b, c); done <- struct{}{} }()
-	go func() { io.Copy(c, b); done <- struct{}{} }()
-	<-done
-	c.Close()
-	b.Close()
-	<-done
+	splice(c, b)
 	l.mu.Lock()
 	delete(l.conns, c)
 	delete(l.conns, b)

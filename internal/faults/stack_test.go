@@ -571,17 +571,23 @@ func (u *upstream) relay(c net.Conn, target string) {
 	}
 	u.conns[c], u.conns[b] = struct{}{}, struct{}{}
 	u.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(b, c); done <- struct{}{} }()
-	go func() { io.Copy(c, b); done <- struct{}{} }()
-	<-done
-	c.Close()
-	b.Close()
-	<-done
+	splice(c, b)
 	u.mu.Lock()
 	delete(u.conns, c)
 	delete(u.conns, b)
 	u.mu.Unlock()
+}
+
+// splice copies between a and b until either side ends, then closes
+// both.
+func splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(b, a); done <- struct{}{} }()
+	go func() { io.Copy(a, b); done <- struct{}{} }()
+	<-done
+	a.Close()
+	b.Close()
+	<-done
 }
 
 // Down closes the port and every open connection, and the server.

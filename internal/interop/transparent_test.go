@@ -40,21 +40,13 @@ table ip sluice_test {
 }`)
 	sink, e := n.start(t, "client")
 
-	r := n.swaks(t, tpMX+":25", "--h-Subject", "transparent client")
-	checkSwaksOK(t, r)
-	ms := sink.waitMessages(t, 1)
-	if got := ms[0].header("X-Client"); got != tpClient {
-		t.Errorf("the filter's CLIENT is %q, want the client's %s", got, tpClient)
-	}
-	if got := ms[0].header("X-Client-Addr"); got != tpOut {
-		t.Errorf("smtp-sink saw the connection come from %q, want the edge's %s", got, tpOut)
-	}
+	n.deliver(t, sink, "transparent client", tpOut) // from the edge's address
 	if !strings.Contains(e.stderr.String(), "the OutAddress option will be ignored when TransparentProxy is enabled") {
 		t.Errorf("no warning that OutAddress is ignored:\n%s", e.stderr.String())
 	}
 
 	// Straight to the edge: its original destination is the edge itself.
-	r = n.swaks(t, tpRouter+":10025", "--h-Subject", "loop")
+	r := n.swaks(t, tpRouter+":10025", "--h-Subject", "loop")
 	if r.code == 0 {
 		t.Errorf("a direct connection to the edge was relayed:\n%s", r.stdout)
 	}
@@ -87,15 +79,7 @@ table ip sluice_test {
 	n.rtr.ip(t, "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
 	sink, _ := n.start(t, "full")
 
-	r := n.swaks(t, tpMX+":25", "--h-Subject", "transparent full")
-	checkSwaksOK(t, r)
-	ms := sink.waitMessages(t, 1)
-	if got := ms[0].header("X-Client-Addr"); got != tpClient {
-		t.Errorf("smtp-sink saw the connection come from %q, want the client's own %s", got, tpClient)
-	}
-	if got := ms[0].header("X-Client"); got != tpClient {
-		t.Errorf("the filter's CLIENT is %q, want %s", got, tpClient)
-	}
+	n.deliver(t, sink, "transparent full", tpClient) // from the client's own address
 }
 
 // transparentNet is the three namespaces and their links.
@@ -143,6 +127,21 @@ func (n *transparentNet) start(t *testing.T, mode string) (*smtpSink, *edgeProc)
 	e.process = startProcess(t, "edge", e.dir, argv...)
 	n.rtr.waitPort(t, e.process, "127.0.0.1:10025")
 	return sink, e
+}
+
+// deliver sends a message from the client to the MX's port 25 through the
+// router: it reaches smtp-sink from the address from, and the filter saw
+// the client's own.
+func (n *transparentNet) deliver(t *testing.T, sink *smtpSink, subject, from string) {
+	t.Helper()
+	checkSwaksOK(t, n.swaks(t, tpMX+":25", "--h-Subject", subject))
+	ms := sink.waitMessages(t, 1)
+	if got := ms[0].header("X-Client"); got != tpClient {
+		t.Errorf("the filter's CLIENT is %q, want the client's %s", got, tpClient)
+	}
+	if got := ms[0].header("X-Client-Addr"); got != from {
+		t.Errorf("smtp-sink saw the connection come from %q, want %s", got, from)
+	}
 }
 
 // swaks sends from the client's namespace.
