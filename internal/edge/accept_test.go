@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -110,5 +111,30 @@ func TestBrokenListenerMakesTheEdgeUnready(t *testing.T) {
 	rd := e.mon.Ready(t.Context())
 	if !slices.Contains(rd.Failing, "listener") {
 		t.Errorf("readiness %+v, want listener failing", rd)
+	}
+}
+
+// Issue 9: Listen 0.0.0.0 is IPv4 only, as in proxsmtpd; Go's plain "tcp"
+// would open [::] as well.
+func TestListenIPv4Wildcard(t *testing.T) {
+	ln, err := listen(config.Address{Network: "tcp", Host: "0.0.0.0", Port: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+	if err != nil {
+		t.Fatalf("IPv4: %v", err)
+	}
+	c.Close()
+	probe, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	probe.Close()
+	if c, err := net.DialTimeout("tcp6", net.JoinHostPort("::1", strconv.Itoa(port)), time.Second); err == nil {
+		c.Close()
+		t.Errorf("Listen 0.0.0.0 accepted a connection on [::1]:%d", port)
 	}
 }

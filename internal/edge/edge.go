@@ -387,7 +387,17 @@ func listen(a config.Address) (net.Listener, error) {
 		_ = os.Remove(a.Path)
 		return net.Listen("unix", a.Path)
 	}
-	return net.Listen("tcp", net.JoinHostPort(a.Host, strconv.Itoa(a.Port)))
+	return net.Listen(tcpNetwork(a.Host), net.JoinHostPort(a.Host, strconv.Itoa(a.Port)))
+}
+
+// tcpNetwork is "tcp4" for an IPv4 address, so that 0.0.0.0 listens on
+// IPv4 only, as proxsmtpd does (Go's "tcp" makes 0.0.0.0 a dual-stack
+// socket, open on IPv6 too); "tcp" for anything else.
+func tcpNetwork(host string) string {
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is4() {
+		return "tcp4"
+	}
+	return "tcp"
 }
 
 // Addr is the address the edge listens on.

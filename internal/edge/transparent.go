@@ -36,7 +36,7 @@ func listenerFor(cfg *config.Config) func(config.Address) (net.Listener, error) 
 			}
 			return nil
 		}}
-		return lc.Listen(context.Background(), "tcp", net.JoinHostPort(a.Host, strconv.Itoa(a.Port)))
+		return lc.Listen(context.Background(), tcpNetwork(a.Host), net.JoinHostPort(a.Host, strconv.Itoa(a.Port)))
 	}
 }
 
