@@ -150,8 +150,20 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 	}
 	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", e.upstreamName(),
 		"nats", natsDescription(cfg), "store", wiring.StoreDescription(cfg), "workers", cfg.Worker.Slots)
+	log.Info(retentionNotice(cfg.Retention), "retention", cfg.Retention.String(), "store", wiring.StoreDescription(cfg))
 	ok = true
 	return e, nil
+}
+
+// retentionNotice says at start-up what the store keeps, and for how long:
+// every message as received, the filter's rewritten copy when it made
+// one, and the verdict record.
+func retentionNotice(keep time.Duration) string {
+	if keep == 0 {
+		return "messages are stored only for their transaction (retention: 0): nothing is kept for replay"
+	}
+	return "every message is stored as received, with the filter's rewritten copy and its verdict, and kept for " +
+		keep.String() + " (retention) for replay; retention: 0 keeps nothing beyond the transaction"
 }
 
 // upstreamTLS is the TLS configuration towards the upstream, nil for

@@ -188,3 +188,16 @@ func TestCLIPidFile(t *testing.T) {
 		t.Errorf("pid file still there after exit: %v", err)
 	}
 }
+
+// Issue 9: the edge says at start-up what it stores and for how long, and
+// how to store nothing (retention: 0).
+func TestCLIStartupSaysWhatIsKept(t *testing.T) {
+	for _, tc := range []struct{ conf, want string }{
+		{"", "kept for 168h0m0s (retention) for replay; retention: 0 keeps nothing beyond the transaction"},
+		{"retention: 0\n", "messages are stored only for their transaction (retention: 0)"},
+	} {
+		e := startEdge(t, "OutAddress: 127.0.0.1:1\n"+tc.conf)
+		waitFor(t, func() bool { return strings.Contains(e.stderr.String(), tc.want) }, "the edge to say: "+tc.want)
+		e.stop(t)
+	}
+}
