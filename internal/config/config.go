@@ -734,7 +734,9 @@ func (l *loader) buildJobTimeout(c *Config) {
 	if l.err == nil && n.MaxAge <= c.JobTimeout {
 		l.failf("nats.max_age", "must be greater than job_timeout (%s)", c.JobTimeout)
 	}
-	if l.err == nil && n.PublishTimeout >= c.JobTimeout {
+	// The job's deadline bounds the publish anyway: only a value set
+	// beyond it is a mistake worth stopping for.
+	if l.err == nil && l.explicit("nats.publish_timeout") && n.PublishTimeout >= c.JobTimeout {
 		l.failf("nats.publish_timeout", "must be less than job_timeout (%s)", c.JobTimeout)
 	}
 }

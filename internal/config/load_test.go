@@ -287,6 +287,10 @@ func TestProxsmtpdValues(t *testing.T) {
 				[]string{"TempDirectory: stat /nonexistent-sluice-dir: no such file or directory; filter runs will fail with 451 until it is usable"})
 		}},
 		{"TempDirectory: /nonexistent-sluice-dir", func(c *Config) bool { return len(c.Warnings) == 0 }},
+		// A short job_timeout cuts the default publish window short.
+		{"FilterTimeout: 2\njob_timeout: 3s", func(c *Config) bool {
+			return c.JobTimeout == 3*time.Second && c.NATS.PublishTimeout == 15*time.Second
+		}},
 		{"FilterTimeout: 300", func(c *Config) bool {
 			return c.NATS.AckWait == 330*time.Second && c.JobTimeout == 9*time.Minute
 		}},
@@ -511,6 +515,8 @@ func TestSluiceErrors(t *testing.T) {
 		{"SLUICE_NATS_LISTEN=192.0.2.7:4222", "nats.listen: 192.0.2.7:4222 is reachable from other hosts"},
 		{"SLUICE_NATS_LISTEN=nats.example.org:4222", "nats.listen: nats.example.org:4222 is reachable from other hosts"},
 		{"SLUICE_NATS_STREAM=a.b", "nats.stream: invalid name"},
+		{"SLUICE_NATS_PUBLISH_TIMEOUT=5m", "nats.publish_timeout: must be less than job_timeout (2m0s)"},
+		{"SLUICE_NATS_DOMAIN=core.a", "nats.domain: invalid name"},
 		{"SLUICE_NATS_CONSUMER=a b", "nats.consumer: invalid name"},
 		{"SLUICE_NATS_SUBJECT=sluice.*", "nats.subject: invalid subject"},
 		{"SLUICE_NATS_SUBJECT=sluice..jobs", "nats.subject: invalid subject"},
