@@ -104,7 +104,7 @@ func TestFilterResults(t *testing.T) {
 			if tc.status != "" && !hasAttr(line, "status", tc.status) {
 				t.Errorf("log line %q, expected status=%s", line, tc.status)
 			}
-			if !hasAttr(line, "from", "alice@example.com") || !hasAttr(line, "to", "bob@example.com") {
+			if !hasAttr(line, "from", "alice@example.com") || !hasAttr(line, "to", "[bob@example.com]") {
 				t.Errorf("log line %q lacks from= or to=", line)
 			}
 		})

@@ -81,7 +81,7 @@ func TestMessageLog(t *testing.T) {
 	c.ExpectLine(smtptest.Queued(1, 1))
 	c.CmdLine("QUIT", smtptest.ReplyBye)
 	line := h.logs.waitMessageLines(t, mark{}, 1)[0]
-	for _, want := range []string{" client=127.0.0.1", " from=alice@example.com ", " to=bob@example.com to=dave@example.com ", " status=FILTERED", " id="} {
+	for _, want := range []string{" client=127.0.0.1", " from=alice@example.com ", ` to="[bob@example.com dave@example.com]" `, " status=FILTERED", " id="} {
 		if !strings.Contains(line, want) {
 			t.Errorf("log line %q lacks %q", line, want)
 		}

@@ -150,7 +150,7 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 	}
 	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", e.upstreamName(),
 		"nats", natsDescription(cfg), "store", wiring.StoreDescription(cfg), "workers", cfg.Worker.Slots)
-	log.Info(retentionNotice(cfg.Retention), "retention", cfg.Retention.String(), "store", wiring.StoreDescription(cfg))
+	log.Info(retentionNotice(cfg.Retention), "retention_s", int64(cfg.Retention.Seconds()), "store", wiring.StoreDescription(cfg))
 	ok = true
 	return e, nil
 }
@@ -426,7 +426,7 @@ func (e *Edge) accept(ln net.Listener, implicitTLS bool) {
 			}
 			if temporary(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				e.log.Warn("accept failed", "err", err, "retry_in", delay)
+				e.log.Warn("accept failed", "err", err, "retry_in_ms", delay.Milliseconds())
 				time.Sleep(delay)
 				continue
 			}

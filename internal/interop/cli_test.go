@@ -2,6 +2,7 @@ package interop
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -199,5 +200,41 @@ func TestCLIStartupSaysWhatIsKept(t *testing.T) {
 		e := startEdge(t, "OutAddress: 127.0.0.1:1\n"+tc.conf)
 		waitFor(t, func() bool { return strings.Contains(e.stderr.String(), tc.want) }, "the edge to say: "+tc.want)
 		e.stop(t)
+	}
+}
+
+// Issue 9: with log_format json the summary line's recipients are one
+// list, durations are numbers of milliseconds (the unit in the key), and
+// the worker names its action.
+func TestCLIJSONLogLines(t *testing.T) {
+	sink := startSMTPSink(t)
+	e := startEdge(t, "OutAddress: "+sink.addr+"\nFilterCommand: cat\nlog_format: json\n")
+	checkSwaksOK(t, swaks(t, e.addr, nil, "--to", "bob@example.com,carol@example.com"))
+	var summary, filtered map[string]any
+	waitFor(t, func() bool {
+		for _, l := range strings.Split(e.stderr.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) != nil {
+				continue
+			}
+			switch m["msg"] {
+			case "message":
+				summary = m
+			case "filtered":
+				filtered = m
+			}
+		}
+		return summary != nil && filtered != nil
+	}, "the message and filtered lines")
+	if to, ok := summary["to"].([]any); !ok || len(to) != 2 || to[0] != "bob@example.com" || to[1] != "carol@example.com" {
+		t.Errorf("summary line's to: %#v", summary["to"])
+	}
+	for _, m := range []map[string]any{summary, filtered} {
+		if _, ok := m["duration_ms"].(float64); !ok {
+			t.Errorf("%s line's duration_ms: %#v", m["msg"], m["duration_ms"])
+		}
+	}
+	if filtered["action"] != "accept" {
+		t.Errorf("filtered line's action: %#v", filtered["action"])
 	}
 }

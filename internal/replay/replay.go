@@ -209,7 +209,7 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 		err = fmt.Errorf("replay: %w", err)
 	}
 	log.Info("replay finished", "messages", sum.Messages, "same", sum.Same, "changed", sum.Changed,
-		"skipped", sum.Skipped, "errors", sum.Errors, "duration", time.Since(started).Round(time.Millisecond), "err", err)
+		"skipped", sum.Skipped, "errors", sum.Errors, "duration_ms", time.Since(started).Milliseconds(), "err", err)
 	return sum, err
 }
 

@@ -220,19 +220,19 @@ func (s *Session) logMessage(m *Message, o outcome) {
 	if status == "" && o.Kind != Delivered {
 		status = o.Kind.status()
 	}
-	args := make([]any, 0, 8+2*min(len(s.txn.recipients), maxLoggedRecipients+1)+len(o.Attrs))
+	args := make([]any, 0, 12+len(o.Attrs))
 	if m != nil {
 		args = append(args, "id", m.ID)
 	}
 	if s.txn.sender != nil {
 		args = append(args, "from", *s.txn.sender)
 	}
-	for i, r := range s.txn.recipients {
-		if i == maxLoggedRecipients {
-			args = append(args, "to_more", len(s.txn.recipients)-i)
-			break
+	// One attribute, a list: JSON tools keep one value per key.
+	if rs := s.txn.recipients; len(rs) > 0 {
+		args = append(args, "to", rs[:min(len(rs), maxLoggedRecipients)])
+		if len(rs) > maxLoggedRecipients {
+			args = append(args, "to_more", len(rs)-maxLoggedRecipients)
 		}
-		args = append(args, "to", r)
 	}
 	if status != "" {
 		args = append(args, "status", status)

@@ -941,7 +941,7 @@ func (s *Session) filtered(ctx context.Context) error {
 	}
 	if err != nil {
 		return s.conclude(m, outcome{Kind: TempFailed, Reply: replyTempFail, reset: true,
-			Attrs: []any{"err", err, "duration", since(start)}})
+			Attrs: []any{"err", err, "duration_ms", since(start)}})
 	}
 	return s.act(ctx, m, start)
 }
@@ -975,7 +975,8 @@ func (s *Session) deadlineOutcome(err error) outcome {
 }
 
 // since is the time since start, as the summary line shows it.
-func since(start time.Time) time.Duration { return time.Since(start).Round(time.Millisecond) }
+// since is the milliseconds from start, for the logs' duration_ms.
+func since(start time.Time) int64 { return time.Since(start).Milliseconds() }
 
 // dataReader reads the message the client sends after 354.
 func (s *Session) dataReader() *wire.DataReader {
@@ -1027,7 +1028,7 @@ func (s *Session) act(ctx context.Context, m *Message, start time.Time) error {
 	if v.Action != ActionAccept {
 		// behaviour.md#filtering: the upstream never sees DATA; its transaction is reset.
 		o := verdictOutcome(v, reply)
-		o.Attrs = append(o.Attrs, "duration", since(start))
+		o.Attrs = append(o.Attrs, "duration_ms", since(start))
 		return s.conclude(m, o)
 	}
 	return s.deliver(ctx, m, start)
@@ -1078,7 +1079,7 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 		return s.conclude(m, sendFailure(err))
 	}
 	done := outcome{Kind: Delivered, Status: m.Verdict.Status, relayed: &rep,
-		Attrs: []any{"size", n, "reply", lastLine(rep), "duration", since(start)}}
+		Attrs: []any{"size", n, "reply", lastLine(rep), "duration_ms", since(start)}}
 	if rep.Class() != 2 {
 		done.Kind, done.Status = UpstreamRefused, "" // behaviour.md#replies: never FILTERED for refused mail
 	}

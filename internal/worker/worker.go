@@ -68,7 +68,7 @@ func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt ui
 	// the same again rather than run the filter twice.
 	if v, err := record.Load(ctx, w.Store, job); err == nil {
 		log.Info("verdict already recorded; not filtering again",
-			"action", v.GetAction(), "status", v.GetStatus(), "by", v.GetWorkerId())
+			"action", jobResult(v.GetAction()), "status", v.GetStatus(), "by", v.GetWorkerId())
 		w.Metrics.Job(jobResult(v.GetAction()))
 		return v
 	} else if !errors.Is(err, blob.ErrNotFound) {
@@ -84,8 +84,8 @@ func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt ui
 	v.Finished = timestamppb.Now()
 
 	log.Info("filtered",
-		"action", v.Action, "status", v.Status, "detail", v.Detail, "exit", v.ExitCode,
-		"size", v.DeliverSize, "duration", v.Finished.AsTime().Sub(started).Round(time.Millisecond))
+		"action", jobResult(v.Action), "status", v.Status, "detail", v.Detail, "exit", v.ExitCode,
+		"size", v.DeliverSize, "duration_ms", v.Finished.AsTime().Sub(started).Milliseconds())
 
 	w.record(ctx, job, v, log)
 	w.Metrics.Job(jobResult(v.Action))
