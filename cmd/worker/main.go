@@ -37,6 +37,7 @@ func run(args, environ []string) int {
 		return 0
 	}
 	log := wiring.Logger(os.Stderr, cfg)
+	log.Info("sluice worker starting", "version", wiring.VersionString(), "config", cfg.ConfigFile)
 	// Its only children are filter shells: it may adopt and end what
 	// they leave behind.
 	if err := filter.EnableSubreaper(); err != nil {
@@ -53,7 +54,7 @@ func run(args, environ []string) int {
 	var reg *prometheus.Registry
 	var metrics *monitor.WorkerMetrics // nil without http_listen: nothing counted
 	if cfg.HTTPListen != "" {
-		reg = monitor.NewRegistry()
+		reg = monitor.NewRegistry(wiring.VersionString())
 		metrics = monitor.NewWorkerMetrics(reg)
 	}
 	mon, err := wiring.Monitor(ctx, cfg, reg, log, "queue", "store")

@@ -149,7 +149,8 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 		log.Info("edge listening with implicit TLS", "addr", e.implicitLn.Addr().String())
 	}
 	log.Info("edge listening", "addr", e.ln.Addr().String(), "edge_id", edgeID, "out", e.upstreamName(),
-		"nats", natsDescription(cfg), "store", wiring.StoreDescription(cfg), "workers", cfg.Worker.Slots)
+		"nats", natsDescription(cfg), "store", wiring.StoreDescription(cfg), "workers", cfg.Worker.Slots,
+		"version", wiring.VersionString())
 	log.Info(retentionNotice(cfg.Retention), "retention_s", int64(cfg.Retention.Seconds()), "store", wiring.StoreDescription(cfg))
 	ok = true
 	return e, nil
@@ -235,7 +236,7 @@ func (e *Edge) startMonitor(ctx context.Context) error {
 	if e.cfg.HTTPListen == "" {
 		return nil
 	}
-	reg := monitor.NewRegistry()
+	reg := monitor.NewRegistry(wiring.VersionString())
 	e.metrics = monitor.NewEdgeMetrics(reg)
 	if e.cfg.Worker.Slots > 0 {
 		e.wmetrics = monitor.NewWorkerMetrics(reg)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -43,6 +44,32 @@ func TestCLIVersion(t *testing.T) {
 			t.Errorf("edge %v printed %q, want the version %q and the file %s", tc.args, r.stdout, testVersion, tc.conf)
 		}
 	}
+}
+
+// Issue 9: built without -ldflags (go build, go install from a checkout),
+// the version is the commit the build recorded; the start-up log names
+// the version too.
+func TestCLIVersionFromBuildInfo(t *testing.T) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("no git")
+	}
+	rev := runCommand(t, moduleRoot, nil, git, "rev-parse", "--short=12", "HEAD")
+	if rev.code != 0 {
+		t.Skipf("not a git checkout: %s", rev.stderr)
+	}
+	bin := filepath.Join(t.TempDir(), "edge")
+	if r := runCommand(t, moduleRoot, nil, "go", "build", "-buildvcs=true", "-o", bin, "./cmd/edge"); r.code != 0 {
+		t.Fatalf("go build: %s", r.stderr)
+	}
+	r := runCommand(t, t.TempDir(), nil, bin, "-v")
+	// Go stamps a pseudo-version with the commit (v0.0.0-DATE-REV[+dirty]).
+	if want := strings.TrimSpace(rev.stdout); !strings.Contains(r.stdout, want) || strings.Contains(r.stdout, "version dev)") {
+		t.Errorf("edge -v printed %q, want a version naming commit %s", r.stdout, want)
+	}
+	e := startEdge(t, "OutAddress: 127.0.0.1:1\n")
+	waitFor(t, func() bool { return strings.Contains(e.stderr.String(), "version="+testVersion) },
+		"the start-up log to name the version")
 }
 
 // TestCLIBadConfigLine: one bad line stops the edge at start-up with exit

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -55,12 +56,20 @@ type Server struct {
 }
 
 // NewRegistry returns a private registry (never the global one) with the
-// Go runtime and process collectors registered.
-func NewRegistry() *prometheus.Registry {
+// Go runtime and process collectors registered, and sluice_build_info:
+// 1, labelled with the program's version and its Go version.
+func NewRegistry(version string) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "sluice_build_info",
+		Help:        "Always 1; its labels are the version and the Go version of the running program.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	info.Set(1)
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		info,
 	)
 	return reg
 }
@@ -75,7 +84,7 @@ func Start(ctx context.Context, addr string, checks map[string]func(context.Cont
 		log = slog.New(slog.DiscardHandler)
 	}
 	if reg == nil {
-		reg = NewRegistry()
+		reg = NewRegistry("unknown")
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)

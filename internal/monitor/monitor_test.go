@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -36,7 +37,7 @@ func start(t *testing.T, checks map[string]func(context.Context) error) *monitor
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := monitor.Start(ctx, "127.0.0.1:0", checks, monitor.NewRegistry(), testLogger(t))
+	s, err := monitor.Start(ctx, "127.0.0.1:0", checks, monitor.NewRegistry("test-version"), testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func newJob(t *testing.T, store blob.Store, id string, deadline time.Time) *slui
 }
 
 func TestWorkerMetrics(t *testing.T) {
-	reg := monitor.NewRegistry()
+	reg := monitor.NewRegistry("test-version")
 	m := monitor.NewWorkerMetrics(reg)
 	s, err := monitor.Start(context.Background(), "127.0.0.1:0", nil, reg, testLogger(t))
 	if err != nil {
@@ -307,9 +308,12 @@ func TestWorkerMetrics(t *testing.T) {
 	if v := metric(t, s, "sluice_worker_filter_seconds_count"); v != "0" {
 		t.Errorf("filter runs %s before any job", v)
 	}
-	// The Go and process collectors are there.
+	// The Go and process collectors are there, and the build's version.
 	metric(t, s, "go_goroutines")
 	metric(t, s, "process_open_fds")
+	if v := metric(t, s, `sluice_build_info{goversion="`+runtime.Version()+`",version="test-version"}`); v != "1" {
+		t.Errorf("sluice_build_info = %s", v)
+	}
 
 	store, err := blob.NewFS(filepath.Join(t.TempDir(), "store"))
 	if err != nil {
@@ -387,7 +391,7 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestEdgeMetrics(t *testing.T) {
-	reg := monitor.NewRegistry()
+	reg := monitor.NewRegistry("test-version")
 	m := monitor.NewEdgeMetrics(reg)
 	s, err := monitor.Start(context.Background(), "127.0.0.1:0", nil, reg, testLogger(t))
 	if err != nil {
@@ -461,7 +465,7 @@ func TestEdgeMetrics(t *testing.T) {
 }
 
 func ExampleStart() {
-	reg := monitor.NewRegistry()
+	reg := monitor.NewRegistry("test-version")
 	metrics := monitor.NewWorkerMetrics(reg)
 	s, err := monitor.Start(context.Background(), "127.0.0.1:0", map[string]func(context.Context) error{
 		"queue": func(context.Context) error { return nil }, // e.g. (*queue.Queue).Ready

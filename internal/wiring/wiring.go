@@ -28,16 +28,34 @@ import (
 // -ldflags "-X github.com/sluice-mail/sluice/internal/wiring.Version=...".
 var Version string
 
-// VersionString is Version, else the module version `go install
-// ...@vX` recorded, else "dev".
+// VersionString is Version, else the module version the build recorded
+// (`go install ...@vX`, or Go's pseudo-version naming the commit of a
+// checkout), else the commit alone ("devel-0123456789ab", "-dirty" with
+// local changes), else "dev".
 func VersionString() string {
 	if Version != "" {
 		return Version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
 	}
-	return "dev"
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			rev = s.Value[:min(len(s.Value), 12)]
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = "-dirty"
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	return "devel-" + rev + dirty
 }
 
 // Logger is the command's logger (log_format, -d), with the
