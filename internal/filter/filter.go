@@ -285,9 +285,6 @@ func (o outcome) result(ctx context.Context, spec Spec) Result {
 		res = tempFail("filter timed out", fmt.Sprintf("timed out after %s", spec.Timeout))
 	case o.stop == stopCanceled:
 		res = tempFail("filter canceled", "canceled: "+context.Cause(ctx).Error())
-	case o.stop == stopStuck:
-		res = tempFail("filter did not finish",
-			"the shell exited but a process it started kept stdout or stderr open")
 	case o.state == nil:
 		return tempFail("filter failed", fmt.Sprintf("waiting for the shell: %v", o.waitErr))
 	default:

@@ -41,7 +41,6 @@ const (
 	stopTimeout             // the total deadline passed
 	stopCanceled            // ctx was done
 	stopIO                  // reading the message or writing the output failed
-	stopStuck               // the shell exited, something it started held the pipes open
 	stopTooLarge            // the filter wrote more than Spec.MaxOutput
 )
 
@@ -251,8 +250,8 @@ func (s *supervisor) startIO(stdin io.Reader) {
 // loop waits until the shell has exited and its pipes are closed,
 // stopping it when a deadline passes, ctx ends or the store fails.
 //
-// FilterTimeout and the grace for background processes count the time
-// Run waits for the filter, not for the store: while the output copier
+// FilterTimeout counts the time Run waits for the filter, not for the
+// store: while the output copier
 // is blocked writing to out, a slow store holds the filter up, and that
 // is not the filter's doing (issue 6, item 7).
 func (s *supervisor) loop(ctx context.Context) {
@@ -260,16 +259,14 @@ func (s *supervisor) loop(ctx context.Context) {
 	if s.spec.Timeout > 0 {
 		w.deadline = newBudget(s.spec.Timeout, s.wait)
 	}
-	defer func() { w.deadline.stop(); w.drain.stop() }()
+	defer w.deadline.stop()
 	for w.exited != nil || w.pipesDone != nil {
 		select {
 		case <-w.exited:
+			// A background process of the filter may still hold the
+			// pipes: its output is read until they close, as proxsmtpd
+			// does, within the same FilterTimeout (behaviour.md#filtering).
 			w.exited = nil
-			if w.pipesDone != nil && s.o.stop == notStopped {
-				// Only a background process of the filter can still hold
-				// the pipes; give it a moment, then stop it (behaviour.md#filtering).
-				w.drain = newBudget(s.spec.killGrace(), s.wait)
-			}
 		case <-w.pipesDone:
 			w.pipesDone = nil
 		case <-w.deadline.C():
@@ -283,10 +280,6 @@ func (s *supervisor) loop(ctx context.Context) {
 			s.stop(w, stopCanceled)
 		case <-w.failed:
 			s.stop(w, s.failReason)
-		case <-w.drain.C():
-			if w.drain.expired() {
-				s.stop(w, stopStuck)
-			}
 		case <-w.killing:
 			// The group is gone or SIGKILLed: so is, with the subreaper,
 			// what left the group and may hold the pipes.
@@ -306,13 +299,13 @@ func (s *supervisor) loop(ctx context.Context) {
 
 // watch is what loop waits for; it no longer waits for a nil one.
 type watch struct {
-	deadline, drain *budget
-	ctxDone         <-chan struct{}
-	failed          <-chan struct{}
-	exited          <-chan struct{}
-	pipesDone       <-chan struct{}
-	killing         <-chan struct{}
-	hard            <-chan time.Time
+	deadline  *budget
+	ctxDone   <-chan struct{}
+	failed    <-chan struct{}
+	exited    <-chan struct{}
+	pipesDone <-chan struct{}
+	killing   <-chan struct{}
+	hard      <-chan time.Time
 }
 
 // stop stops the filter for r: its process group gets SIGTERM, then
@@ -320,8 +313,7 @@ type watch struct {
 func (s *supervisor) stop(w *watch, r stopReason) {
 	s.o.stop = r
 	w.deadline.stop()
-	w.drain.stop()
-	w.deadline, w.drain, w.ctxDone, w.failed = nil, nil, nil, nil
+	w.deadline, w.ctxDone, w.failed = nil, nil, nil
 	s.killed = make(chan struct{})
 	w.killing = s.killed
 	go terminate(s.sh.cmd.Process, s.spec.killGrace(), s.exited, s.killed)

@@ -138,16 +138,17 @@ func TestDescendantsEndWithTheRun(t *testing.T) {
 }
 
 // TestEscapeeHoldingStdout: a process that left the group and holds the
-// filter's stdout is killed when the run is stopped, and the run ends
-// without waiting for it.
+// filter's stdout is killed when the run is stopped at FilterTimeout,
+// whether the shell is still running or not, and the run ends without
+// waiting for it.
 func TestEscapeeHoldingStdout(t *testing.T) {
 	skipWithoutSubreaper(t)
 	for _, tt := range []struct {
 		name, cmd string
 		timeout   time.Duration
 	}{
-		{"after the shell exited", "true", 0},
-		{"on timeout", "sleep 60", 300 * time.Millisecond},
+		{"after the shell exited", "true", 300 * time.Millisecond},
+		{"while the shell runs", "sleep 60", 300 * time.Millisecond},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			arg := tag()
@@ -158,9 +159,9 @@ func TestEscapeeHoldingStdout(t *testing.T) {
 				t.Fatal(err)
 			}
 			assertTempFail(t, res)
-			// The grace, the group's end and a scan (about 0.3 s), not
-			// the grace and the hard stop (1.2 s).
-			if took := time.Since(start); took > time.Second {
+			// The timeout, the grace, the group's end and a scan (about
+			// 0.6 s), not the grace and the hard stop as well (1.5 s).
+			if took := time.Since(start); took > 1300*time.Millisecond {
 				t.Errorf("Run took %s", took)
 			}
 			assertEnded(t, arg, 200*time.Millisecond)

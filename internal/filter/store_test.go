@@ -78,8 +78,8 @@ func TestSlowStoreDoesNotCountAgainstTimeout(t *testing.T) {
 	}
 }
 
-// TestSlowStoreThenFails: the store's failure is the store's, not "the
-// filter did not finish".
+// TestSlowStoreThenFails: the store's failure is the store's, not the
+// filter's.
 func TestSlowStoreThenFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()

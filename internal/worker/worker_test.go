@@ -335,11 +335,10 @@ func (s *stallingStore) Put(ctx context.Context, key string, r io.Reader, size i
 	return s.Store.Put(ctx, key, r, size)
 }
 
-// TestSlowStore: a store that stalls for longer than the filter's grace
-// for background processes, after the filter is done, is not the
+// TestSlowStore: a store that stalls after the filter is done is not the
 // filter's fault. When it recovers the message is delivered; when it
 // fails, or stalls past the job's deadline, the sender gets the store's
-// 4xx, not "filter did not finish".
+// 4xx, not the filter's.
 func TestSlowStore(t *testing.T) {
 	tests := []struct {
 		name     string
