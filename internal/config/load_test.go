@@ -807,7 +807,8 @@ func TestEdgeEmptyEnvironment(t *testing.T) {
 }
 
 func TestExamples(t *testing.T) {
-	for _, file := range []string{"../../deploy/examples/proxsmtpd.conf", "../../deploy/examples/sluice.yaml"} {
+	t.Chdir("../..") // where make run starts the edge: the demo filter's path is relative to it
+	for _, file := range []string{"deploy/examples/proxsmtpd.conf", "deploy/examples/sluice.yaml"} {
 		c := mustLoad(t, Edge, []string{"-f", file}, nil)
 		if c.Listen.String() != "127.0.0.1:10025" || c.OutAddress.String() != "127.0.0.1:2525" {
 			t.Errorf("%s: Listen %v OutAddress %v", file, c.Listen, c.OutAddress)
@@ -819,7 +820,7 @@ func TestExamples(t *testing.T) {
 			t.Errorf("%s: %+v", file, c)
 		}
 	}
-	c := mustLoad(t, Edge, []string{"-f", "../../deploy/examples/sluice.yaml"}, nil)
+	c := mustLoad(t, Edge, []string{"-f", "deploy/examples/sluice.yaml"}, nil)
 	if wd, _ := os.Getwd(); c.DataDir != filepath.Join(wd, "sluice-data") {
 		t.Errorf("data_dir %q", c.DataDir)
 	}
@@ -959,5 +960,38 @@ func TestTransparentWithoutOutAddress(t *testing.T) {
 	p = writeConf(t, "proxsmtpd.conf", "TransparentProxy: off\n")
 	if e := loadErr(t, Edge, []string{"-f", p}, nil); e.Error() != p+": no OutAddress specified." {
 		t.Errorf("no OutAddress: %q", e.Error())
+	}
+}
+
+// Issue 9: a FilterCommand whose program is missing is a start-up warning
+// naming it (and still no error: it may be installed later); shell
+// syntax and builtins are not looked for.
+func TestFilterProgramWarning(t *testing.T) {
+	for _, tc := range []struct{ cmd, warning string }{
+		{"/nonexistent/bin/filter --scan", "FilterCommand: /nonexistent/bin/filter: no such file; every filter run will fail with 451 until it is there"},
+		{"no-such-sluice-filter -x", "FilterCommand: no-such-sluice-filter: not found on PATH; every filter run will fail with 451 until it is there"},
+		{"/etc/passwd", "FilterCommand: /etc/passwd: not an executable file; every filter run will fail with 451 until it is there"},
+		{"cat", ""},
+		{"LANG=C cat", ""},
+		{"if true; then cat; fi", ""},
+		{`printf 'X: %s\n' "$CLIENT"; cat`, ""},
+		{"$HOME/bin/filter", ""},
+	} {
+		p := writeConf(t, "proxsmtpd.conf", "OutAddress: 2525\nFilterCommand: "+tc.cmd+"\n")
+		c := mustLoad(t, Edge, []string{"-f", p}, nil)
+		var got string
+		for _, w := range c.Warnings {
+			if strings.HasPrefix(w, "FilterCommand:") {
+				got = w
+			}
+		}
+		if got != tc.warning {
+			t.Errorf("%q: warning %q, want %q", tc.cmd, got, tc.warning)
+		}
+	}
+	// The worker warns too; FilterType reject runs no filter.
+	p := writeConf(t, "proxsmtpd.conf", "FilterCommand: /nonexistent/f\nFilterType: reject\nOutAddress: 2525\n")
+	if c := mustLoad(t, Edge, []string{"-f", p}, nil); len(c.Warnings) != 0 {
+		t.Errorf("FilterType reject: %q", c.Warnings)
 	}
 }

@@ -265,3 +265,25 @@ func TestCLIJSONLogLines(t *testing.T) {
 		t.Errorf("filtered line's action: %#v", filtered["action"])
 	}
 }
+
+// Issue 9: a FilterCommand whose program is missing is named at start-up,
+// and each message it fails is a WARN line with the reason (and a 451).
+func TestCLIMissingFilterProgram(t *testing.T) {
+	sink := startSMTPSink(t)
+	e := startEdge(t, "OutAddress: "+sink.addr+"\nFilterCommand: /nonexistent/sluice-filter --scan\n")
+	waitFor(t, func() bool {
+		return strings.Contains(e.stderr.String(), "level=WARN msg=\"FilterCommand: /nonexistent/sluice-filter: no such file")
+	}, "a start-up warning naming the program")
+	r := swaks(t, e.addr, nil)
+	if lines := serverLines(r.stdout); len(lines) < 2 || !strings.HasPrefix(lines[len(lines)-2], "451 ") {
+		t.Errorf("swaks saw %q, want a 451 to the message", lines)
+	}
+	waitFor(t, func() bool {
+		for _, l := range strings.Split(e.stderr.String(), "\n") {
+			if strings.Contains(l, "level=WARN msg=filtered") && strings.Contains(l, "not found") {
+				return true
+			}
+		}
+		return false
+	}, "a WARN line with the reason for the message")
+}

@@ -83,7 +83,13 @@ func (w *Worker) Handle(ctx context.Context, job *sluicev1.FilterJob, attempt ui
 	v.Started = timestamppb.New(started)
 	v.Finished = timestamppb.Now()
 
-	log.Info("filtered",
+	// A 4xx of the filter's or the store's making (a program not found,
+	// a crash, a timeout) is the operator's to fix: WARN, with the reason.
+	level := slog.LevelInfo
+	if v.Action == sluicev1.Verdict_ACTION_TEMPFAIL {
+		level = slog.LevelWarn
+	}
+	log.Log(ctx, level, "filtered",
 		"action", jobResult(v.Action), "status", v.Status, "detail", v.Detail, "exit", v.ExitCode,
 		"size", v.DeliverSize, "duration_ms", v.Finished.AsTime().Sub(started).Milliseconds())
 
