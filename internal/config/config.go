@@ -596,7 +596,13 @@ func (l *loader) buildHost(c *Config) {
 	}
 	c.DataDir = l.text("data_dir")
 	if c.DataDir == "" {
-		c.DataDir = defaultDataDir(systemDataDir, l.env, os.TempDir(), os.Getuid())
+		file, _ := filepath.Abs(c.ConfigFile)
+		var warning string
+		c.DataDir, warning = defaultDataDir(dataDirContext{system: systemDataDir, instance: instanceOf(file),
+			env: l.env, tmp: os.TempDir(), uid: os.Getuid()})
+		if warning != "" {
+			l.warn(warning)
+		}
 	}
 	c.DataDir = l.absPath("data_dir", c.DataDir)
 }

@@ -125,7 +125,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
 		}
 	}
-	if want := defaultDataDir(systemDataDir, map[string]string{"HOME": "/home/u"}, os.TempDir(), os.Getuid()); c.DataDir != want {
+	if want, _ := defaultDataDir(dataDirContext{system: systemDataDir, env: map[string]string{"HOME": "/home/u"}, tmp: os.TempDir(), uid: os.Getuid()}); c.DataDir != want {
 		t.Errorf("DataDir = %q, want %q", c.DataDir, want)
 	}
 }
@@ -903,23 +903,43 @@ func TestDefaultDataDir(t *testing.T) {
 	if err := os.WriteFile(aFile, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"XDG_STATE_HOME": "/x/state", "HOME": "/home/u"}
+	home := filepath.Join(tmp, "home")
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"XDG_STATE_HOME": "/x/state", "HOME": home}
 	tests := []struct {
-		system string
-		env    map[string]string
-		want   string
+		system, instance string
+		env              map[string]string
+		want             string
+		warns            bool
 	}{
-		{existing, env, existing},
-		{creatable, env, creatable},
-		{impossible, env, "/x/state/sluice"},
-		{aFile, env, "/x/state/sluice"},
-		{impossible, map[string]string{"HOME": "/home/u"}, "/home/u/.local/state/sluice"},
-		{impossible, map[string]string{"XDG_STATE_HOME": "relative", "HOME": "/home/u"}, "/home/u/.local/state/sluice"},
-		{impossible, nil, "/var/tmp/sluice-1000"},
+		{existing, "", env, existing, false},
+		{creatable, "", env, creatable, false},
+		{impossible, "", env, "/x/state/sluice", false},
+		{aFile, "", env, "/x/state/sluice", false},
+		{impossible, "", map[string]string{"HOME": home}, home + "/.local/state/sluice", false},
+		{impossible, "", map[string]string{"XDG_STATE_HOME": "relative", "HOME": home}, home + "/.local/state/sluice", false},
+		{impossible, "", nil, "/var/tmp/sluice-1000", true},
+		// Issue 9: a system user's home that does not exist is no place.
+		{impossible, "", map[string]string{"HOME": "/nonexistent"}, "/var/tmp/sluice-1000", true},
+		// A proxsmtp instance of its own; systemd's StateDirectory first.
+		{existing, "mx1", env, existing + "/mx1", false},
+		{impossible, "mx1", map[string]string{"HOME": "/nonexistent"}, "/var/tmp/sluice-1000-mx1", true},
+		{impossible, "mx1", map[string]string{"STATE_DIRECTORY": "/var/lib/sluice/mx1:/other", "HOME": home}, "/var/lib/sluice/mx1", false},
 	}
 	for _, tt := range tests {
-		if got := defaultDataDir(tt.system, tt.env, "/var/tmp", 1000); got != tt.want {
-			t.Errorf("defaultDataDir(%q, %q) = %q, want %q", tt.system, tt.env, got, tt.want)
+		got, warning := defaultDataDir(dataDirContext{system: tt.system, instance: tt.instance, env: tt.env, tmp: "/var/tmp", uid: 1000})
+		if got != tt.want || (warning != "") != tt.warns {
+			t.Errorf("defaultDataDir(%q, %q, %q) = %q, %q; want %q (warning: %v)", tt.system, tt.instance, tt.env, got, warning, tt.want, tt.warns)
+		}
+		if tt.warns && !strings.Contains(warning, "set data_dir") {
+			t.Errorf("the warning does not name the setting: %q", warning)
+		}
+	}
+	for file, want := range map[string]string{"/etc/proxsmtp/mx1.conf": "mx1", "/etc/proxsmtpd.conf": "", "/etc/proxsmtp/x.yaml": "", "/etc/sluice/edge.conf": ""} {
+		if got := instanceOf(file); got != want {
+			t.Errorf("instanceOf(%s) = %q, want %q", file, got, want)
 		}
 	}
 	if _, err := os.Stat(creatable); err == nil {

@@ -68,7 +68,7 @@ var settings = []setting{
 
 	// sluice's own settings.
 	{key: "hostname", help: "name in the greeting and EHLO reply (default: the system's host name)"},
-	{key: "data_dir", help: "directory for local state (default: /var/lib/sluice, else $XDG_STATE_HOME/sluice or ~/.local/state/sluice)"},
+	{key: "data_dir", help: "directory for local state (default: $STATE_DIRECTORY, else /var/lib/sluice[/INSTANCE], else $XDG_STATE_HOME/sluice or ~/.local/state/sluice, else a temporary directory, with a warning)"},
 	{key: "max_message_size", kind: kindSize, def: "64MiB", help: "largest accepted message, bytes or with K/M/G suffix; 0 = unlimited", field: fieldOf(func(c *Config) *int64 { return &c.MaxMessageSize })},
 	{key: "bare_line_endings", def: "normalise", help: "bare CR or LF inside DATA: normalise or reject", words: []string{"normalise", "normalize=normalise", "reject"}, field: fieldOf(func(c *Config) *LineEndings { return &c.BareLineEndings })},
 	{key: "retention", kind: kindDuration, def: "168h", help: "how long stored messages are kept; 0 = delete after the transaction", field: fieldOf(func(c *Config) *time.Duration { return &c.Retention })},
