@@ -31,7 +31,7 @@ func run(args, environ []string) int {
 		return 0
 	}
 	log := wiring.Logger(os.Stderr, cfg)
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 && cfg.User == "" {
 		log.Warn("running as root is NOT recommended")
 	}
 	if cfg.Worker.Slots > 0 {
@@ -61,7 +61,6 @@ func run(args, environ []string) int {
 			e.ReloadTLS()
 		}
 	}()
-	defer wiring.WritePidFile(cfg.PidFile, log)()
 	code := 0
 	select {
 	case <-ctx.Done():

@@ -63,6 +63,16 @@ func run(args, environ []string) int {
 		return 1
 	}
 	defer shutdownMonitor(mon, log)
+	removePid := func() {}
+	if cfg.User != "" {
+		// proxsmtpd's User: switch once http_listen is bound, before the
+		// store, NATS and any filter.
+		removePid = wiring.WritePidFile(cfg.PidFile, log)
+		if err := wiring.SwitchUser(cfg, log); err != nil {
+			log.Error("start-up failed", "err", err)
+			return 1
+		}
+	}
 
 	w, q, err := open(ctx, cfg, mon, metrics, log)
 	if err != nil {
@@ -70,7 +80,10 @@ func run(args, environ []string) int {
 		return 1
 	}
 	defer q.Close()
-	defer wiring.WritePidFile(cfg.PidFile, log)()
+	if cfg.User == "" {
+		removePid = wiring.WritePidFile(cfg.PidFile, log)
+	}
+	defer removePid()
 	if err := serve(ctx, q, w, cfg.Worker.Slots, mon); err != nil {
 		log.Error("worker stopped", "err", err)
 		return 1

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/sluice-mail/sluice/internal/privs"
 )
 
 // Role is which program is loading its configuration.
@@ -124,7 +126,7 @@ type Config struct {
 	TempDirectory     string        // filters' $TMPDIR and file-mode spool
 	TimeOut           time.Duration // every network read and write
 	TransparentProxy  Transparent
-	User              string // always "" for now: Load refuses User
+	User              string // switch to this user once the listeners are bound (internal/privs)
 	XClient           bool
 
 	// sluice's own settings.
@@ -552,7 +554,9 @@ func (l *loader) transparent() Transparent {
 // cannot do, with proxsmtpd's words.
 func (l *loader) checkProxsmtpd(c *Config) {
 	if c.User != "" {
-		l.fail("user", "User: not supported yet")
+		if _, err := privs.Lookup(c.User); err != nil {
+			l.fail("user", "couldn't look up user: "+c.User)
+		}
 	}
 	if l.role != Edge {
 		return

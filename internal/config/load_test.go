@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -130,14 +131,20 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-// Debian's example file as shipped: it sets User, which sluice refuses.
+// Debian's example file as shipped: it sets User (_proxsmtp), which loads
+// where that user exists (the proxsmtp package made it) and is proxsmtpd's
+// fatal error where it does not.
 func TestDebianSampleLoad(t *testing.T) {
-	e := loadErr(t, Edge, []string{"-f", "testdata/debian-proxsmtpd.conf"}, nil)
-	if want := "testdata/debian-proxsmtpd.conf: User: not supported yet"; e.Error() != want {
-		t.Errorf("got %q, want %q", e.Error(), want)
+	c, err := Load(Edge, []string{"-f", "testdata/debian-proxsmtpd.conf"}, nil)
+	if _, lerr := user.Lookup("_proxsmtp"); lerr == nil {
+		if err != nil || c.User != "_proxsmtp" {
+			t.Errorf("with _proxsmtp present: %v, User %q", err, c.User)
+		}
+		return
 	}
-	if ExitCode(e) != 2 {
-		t.Errorf("exit code %d", ExitCode(e))
+	var e *Error
+	if !errors.As(err, &e) || e.Error() != "testdata/debian-proxsmtpd.conf: couldn't look up user: _proxsmtp" || ExitCode(e) != 2 {
+		t.Errorf("without _proxsmtp: %v", err)
 	}
 }
 
@@ -223,7 +230,7 @@ func TestProxsmtpdFatal(t *testing.T) {
 		{"OutAddress: 25\nTransparentProxy: bogus\n", "invalid value for TransparentProxy"},
 		{"TransparentProxy: client\nproxy_protocol.trusted: 10.0.0.0/8\n", "proxy_protocol.trusted: cannot be used with TransparentProxy: a load balancer's connection is not the client's, and has no original destination of its own"},
 		{"TransparentProxy: full\nupstream.tls: required\n", "upstream.tls_server_name: required with upstream.tls: required and TransparentProxy: the original destinations have no host name to verify"},
-		{"OutAddress: 25\nUser: nobody\n", "User: not supported yet"},
+		{"OutAddress: 25\nUser: no-such-user-sluice\n", "couldn't look up user: no-such-user-sluice"},
 		{"OutAddress: 25\nDebugFiles: 1\n", "invalid config line: DebugFiles"},
 		{"OutAddress: 25\nNonsense line\n", "invalid config line: Nonsense line"},
 		{"OutAddress: 25\nBogus : x\n", "invalid config line: Bogus"},
@@ -772,13 +779,17 @@ func TestRoles(t *testing.T) {
 	if c = mustLoad(t, Worker, []string{"--worker-slots=9"}, natsEnv); c.Worker.Slots != 9 {
 		t.Errorf("worker slots: %d", c.Worker.Slots)
 	}
-	// TransparentProxy concerns the edge only; User would concern both.
+	// TransparentProxy concerns the edge only; User concerns both.
 	tp := writeConf(t, "proxsmtpd.conf", "TransparentProxy: client\n")
 	if c = mustLoad(t, Worker, []string{"-f", tp}, natsEnv); c.TransparentProxy != TransparentClient {
 		t.Errorf("worker TransparentProxy: %v", c.TransparentProxy)
 	}
-	user := writeConf(t, "proxsmtpd.conf", "User: nobody\n")
-	if e := loadErr(t, Worker, []string{"-f", user}, natsEnv); e.Error() != user+": User: not supported yet" {
+	userConf := writeConf(t, "proxsmtpd.conf", "User: nobody\n")
+	if c = mustLoad(t, Worker, []string{"-f", userConf}, natsEnv); c.User != "nobody" {
+		t.Errorf("worker User: %q", c.User)
+	}
+	userConf = writeConf(t, "proxsmtpd.conf", "User: no-such-user-sluice\n")
+	if e := loadErr(t, Worker, []string{"-f", userConf}, natsEnv); e.Error() != userConf+": couldn't look up user: no-such-user-sluice" {
 		t.Errorf("worker User: %q", e.Error())
 	}
 

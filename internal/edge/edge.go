@@ -64,6 +64,7 @@ type Edge struct {
 	tls        *tls.Config   // from certs
 	hup        chan struct{} // ReloadTLS
 	implicitLn net.Listener  // tls.implicit_listen; nil for none
+	removePid  func()        // removes the PidFile the edge wrote
 
 	// listenerDone is closed when the accept loop ended on its own, its
 	// listener broken; listenerErr says why.
@@ -99,7 +100,9 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 	ok := false
 	defer func() {
 		if !ok {
+			e.closeListeners()
 			e.closeBackends()
+			e.removePidFile()
 		}
 	}()
 	if err := e.startMonitor(ctx); err != nil {
@@ -117,6 +120,19 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 		return nil, err
 	}
 	e.scfg = e.sessionConfig(upTLS)
+	if cfg.User != "" {
+		// proxsmtpd's User: the listeners are bound (a port below 1024
+		// needs root) and the pid file written as root, then the whole
+		// process switches before anything else runs: the store, NATS,
+		// the workers and their filters run as the user.
+		if err := e.bind(listen); err != nil {
+			return nil, err
+		}
+		e.removePid = wiring.WritePidFile(cfg.PidFile, log)
+		if err := wiring.SwitchUser(cfg, log); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -130,13 +146,11 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 			return nil, err
 		}
 	}
-	if e.ln, err = listen(cfg.Listen); err != nil {
-		return nil, fmt.Errorf("cannot listen on %s (Listen): %w", cfg.Listen, err)
-	}
-	if a := cfg.TLS.ImplicitListen; a.Network != "" {
-		if e.implicitLn, err = listen(a); err != nil {
-			return nil, fmt.Errorf("cannot listen on %s (tls.implicit_listen): %w", a, err)
+	if e.ln == nil {
+		if err := e.bind(listen); err != nil {
+			return nil, err
 		}
+		e.removePid = wiring.WritePidFile(cfg.PidFile, log)
 	}
 	e.mon.SetCheck("listener", e.listenerCheck)
 	e.slots = make(chan struct{}, cfg.MaxConnections)
@@ -154,6 +168,21 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 	log.Info(retentionNotice(cfg.Retention), "retention_s", int64(cfg.Retention.Seconds()), "store", wiring.StoreDescription(cfg))
 	ok = true
 	return e, nil
+}
+
+// bind opens the listeners: Listen, and tls.implicit_listen if set. The
+// edge accepts nothing on them until it is ready.
+func (e *Edge) bind(listen func(config.Address) (net.Listener, error)) error {
+	var err error
+	if e.ln, err = listen(e.cfg.Listen); err != nil {
+		return fmt.Errorf("cannot listen on %s (Listen): %w", e.cfg.Listen, err)
+	}
+	if a := e.cfg.TLS.ImplicitListen; a.Network != "" {
+		if e.implicitLn, err = listen(a); err != nil {
+			return fmt.Errorf("cannot listen on %s (tls.implicit_listen): %w", a, err)
+		}
+	}
+	return nil
 }
 
 // retentionNotice says at start-up what the store keeps, and for how long:
@@ -710,12 +739,7 @@ func (e *Edge) sweep(ctx context.Context) {
 func (e *Edge) Shutdown(ctx context.Context) {
 	e.mon.SetDraining()
 	e.closing.Store(true)
-	if e.ln != nil {
-		e.ln.Close()
-	}
-	if e.implicitLn != nil {
-		e.implicitLn.Close()
-	}
+	e.closeListeners()
 	e.acceptWG.Wait()
 	e.mu.Lock()
 	for s := range e.sessions {
@@ -741,6 +765,22 @@ func (e *Edge) Shutdown(ctx context.Context) {
 		if err := os.RemoveAll(e.natsDir); err != nil {
 			e.log.Warn("removing the embedded JetStream store", "dir", e.natsDir, "err", err)
 		}
+	}
+	e.removePidFile()
+}
+
+func (e *Edge) closeListeners() {
+	if e.ln != nil {
+		e.ln.Close()
+	}
+	if e.implicitLn != nil {
+		e.implicitLn.Close()
+	}
+}
+
+func (e *Edge) removePidFile() {
+	if e.removePid != nil {
+		e.removePid()
 	}
 }
 

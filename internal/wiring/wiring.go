@@ -21,6 +21,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/logging"
 	"github.com/sluice-mail/sluice/internal/monitor"
+	"github.com/sluice-mail/sluice/internal/privs"
 	"github.com/sluice-mail/sluice/internal/queue"
 )
 
@@ -157,6 +158,33 @@ func Monitor(ctx context.Context, cfg *config.Config, reg *prometheus.Registry, 
 		checks[p] = starting
 	}
 	return monitor.Start(ctx, cfg.HTTPListen, checks, reg, log)
+}
+
+// SwitchUser is proxsmtpd's User: with the listeners bound and as root,
+// it gives the data directory (and a local store's) to the user, then
+// switches the whole process to it. The messages are proxsmtpd's.
+func SwitchUser(cfg *config.Config, log *slog.Logger) error {
+	a, err := privs.Lookup(cfg.User)
+	if err != nil {
+		return fmt.Errorf("couldn't look up user: %s", cfg.User)
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("must be started as root to switch to user: %s", cfg.User)
+	}
+	dirs := []string{cfg.DataDir}
+	if cfg.Store.Type == config.StoreFS {
+		dirs = append(dirs, cfg.Store.Dir)
+	}
+	for _, d := range dirs {
+		if err := a.Own(d); err != nil {
+			return fmt.Errorf("data_dir: giving %s to %s: %w", d, cfg.User, err)
+		}
+	}
+	if err := a.Drop(); err != nil {
+		return fmt.Errorf("unable to switch to user: %s (uid %d, gid %d): %w", cfg.User, a.UID, a.GID, err)
+	}
+	log.Info(fmt.Sprintf("switched to user %s (uid %d, gid %d)", a.Name, a.UID, a.GID))
+	return nil
 }
 
 // WritePidFile writes the process id to path (PidFile), if set; remove
