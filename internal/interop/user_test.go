@@ -92,9 +92,30 @@ func TestUserSwitch(t *testing.T) {
 	if err := os.WriteFile(conf2, []byte(text2), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := runCommand(t, dir, nil, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "-d", "1", "-f", conf2)
-	if r.code == 0 || !strings.Contains(r.stderr, "must be started as root to switch to user: nobody") {
-		t.Errorf("as nobody: exit %d, stderr:\n%s", r.code, r.stderr)
+	asNobody := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}
+	text2 = strings.Replace(text2, "User: nobody", "User: daemon", 1)
+	if err := os.WriteFile(conf2, []byte(text2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCommand(t, dir, nil, append(asNobody, bin, "-d", "1", "-f", conf2)...)
+	if r.code == 0 || !strings.Contains(r.stderr, "must be started as root to switch to user: daemon") {
+		t.Errorf("as nobody with User: daemon: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+
+	// Started as that user already (Debian's proxsmtp@.service has
+	// User=_proxsmtp, its sample configuration User: _proxsmtp): nothing
+	// to switch, it runs.
+	addr3 := "127.0.0.1:" + freePort(t)
+	text3 := strings.Replace(strings.Replace(text, addr, addr3, 1), "PidFile: "+filepath.Join(dir, "edge.pid")+"\n", "", 1)
+	conf3 := filepath.Join(dir, "edge3.conf")
+	if err := os.WriteFile(conf3, []byte(text3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e3 := startProcess(t, "edge as nobody", dir, append(asNobody, bin, "-d", "3", "-f", conf3)...)
+	e3.waitPort(t, addr3)
+	checkSwaksOK(t, swaks(t, addr3, nil))
+	if !strings.Contains(e3.stderr.String(), "running as user nobody (uid 65534") {
+		t.Errorf("started as nobody:\n%s", e3.stderr.String())
 	}
 }
 

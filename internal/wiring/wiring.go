@@ -168,6 +168,12 @@ func SwitchUser(cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("couldn't look up user: %s", cfg.User)
 	}
+	if os.Geteuid() == a.UID && os.Getuid() == a.UID {
+		// Already that user (a service manager started it so, as
+		// Debian's proxsmtp@.service does with User=_proxsmtp).
+		log.Info(fmt.Sprintf("running as user %s (uid %d, gid %d)", a.Name, a.UID, os.Getgid()))
+		return nil
+	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must be started as root to switch to user: %s", cfg.User)
 	}
