@@ -14,6 +14,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/edge"
 	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/sdnotify"
 	"github.com/sluice-mail/sluice/internal/wiring"
 )
 
@@ -54,6 +55,10 @@ func run(args, environ []string) int {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
+	// Type=notify: listening now.
+	if err := sdnotify.Notify("READY=1\nSTATUS=accepting SMTP connections"); err != nil {
+		log.Warn("could not tell systemd the edge is ready", "err", err)
+	}
 	go func() {
 		// SIGHUP reads the TLS certificate again (a renewal); nothing else
 		// is reloaded.
@@ -71,6 +76,7 @@ func run(args, environ []string) int {
 		code = 1
 	}
 	log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
+	_ = sdnotify.Notify("STOPPING=1\nSTATUS=draining")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
 	e.Shutdown(sctx)

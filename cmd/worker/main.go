@@ -19,6 +19,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
+	"github.com/sluice-mail/sluice/internal/sdnotify"
 	"github.com/sluice-mail/sluice/internal/wiring"
 	"github.com/sluice-mail/sluice/internal/worker"
 )
@@ -84,6 +85,9 @@ func run(args, environ []string) int {
 		removePid = wiring.WritePidFile(cfg.PidFile, log)
 	}
 	defer removePid()
+	if err := sdnotify.Notify("READY=1\nSTATUS=taking jobs"); err != nil {
+		log.Warn("could not tell systemd the worker is ready", "err", err)
+	}
 	if err := serve(ctx, q, w, cfg.Worker.Slots, mon); err != nil {
 		log.Error("worker stopped", "err", err)
 		return 1
@@ -127,6 +131,7 @@ func serve(ctx context.Context, q *queue.Queue, w *worker.Worker, slots int, mon
 			return
 		}
 		mon.SetDraining() // readiness fails before the worker stops pulling
+		_ = sdnotify.Notify("STOPPING=1\nSTATUS=draining")
 		stopRun()
 	}()
 	return worker.Run(runCtx, q, w, slots)

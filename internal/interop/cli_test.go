@@ -287,3 +287,40 @@ func TestCLIMissingFilterProgram(t *testing.T) {
 		return false
 	}, "a WARN line with the reason for the message")
 }
+
+// Issue 9: under systemd's Type=notify the edge says READY=1 once it
+// accepts connections and STOPPING=1 when it drains (sd_notify's
+// datagrams on $NOTIFY_SOCKET).
+func TestCLISystemdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	e := newEdge(t, "OutAddress: 127.0.0.1:1\n")
+	e.process = startProcess(t, "edge", e.dir, "env", "NOTIFY_SOCKET="+sock,
+		edgeBin, "-d", "3", "-f", e.conf, "--data-dir", filepath.Join(e.dir, "data"))
+	read := func() string {
+		buf := make([]byte, 4096)
+		_ = ln.SetReadDeadline(time.Now().Add(startTimeout))
+		n, err := ln.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v\n%s", err, e.stderr.String())
+		}
+		return string(buf[:n])
+	}
+	if got := read(); !strings.HasPrefix(got, "READY=1\n") {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	// Ready means listening.
+	c, err := net.DialTimeout("tcp", e.addr, time.Second)
+	if err != nil {
+		t.Fatalf("READY=1 but not listening: %v", err)
+	}
+	c.Close()
+	_ = e.cmd.Process.Signal(syscall.SIGTERM)
+	if got := read(); !strings.HasPrefix(got, "STOPPING=1\n") {
+		t.Errorf("on SIGTERM %q, want STOPPING=1", got)
+	}
+}
