@@ -16,7 +16,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/sluice-mail/sluice/internal/wiring.Version=$(VERSION)
 export PATH := $(PATH):$(GOBIN):/usr/sbin
 
-.PHONY: all build test test-deps quick fuzz lint vulncheck proto run bench compat cluster cluster-stop clean
+.PHONY: all build test test-deps quick fuzz lint vulncheck proto run bench compat cluster cluster-stop clean deb deb-test
 
 all: build
 
@@ -109,5 +109,28 @@ cluster: build
 cluster-stop:
 	deploy/local/cluster.sh stop
 
+# The Debian package (build/sluice_VERSION_ARCH.deb), offline: the three
+# binaries as sluice-edge, sluice-worker and sluice-replay, man pages from
+# docs/man/*.md and docs/configuration.md (go-md2man, Debian's package),
+# the systemd units and maintainer scripts of deploy/package, by nfpm.
+NFPM_VERSION := v2.48.0
+DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//; s/-/+/g'); \
+	[ -n "$$v" ] || v=0.0~git$$(git log -1 --format=%cd --date=format:%Y%m%d%H%M%S 2>/dev/null).$$(git rev-parse --short=12 HEAD 2>/dev/null); echo $$v)
+deb:
+	@command -v go-md2man >/dev/null || { echo "make deb needs go-md2man: apt-get install go-md2man" >&2; exit 1; }
+	@command -v nfpm >/dev/null || $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	rm -rf build/pkg && mkdir -p build/pkg/man
+	for c in edge worker replay; do \
+	  $(GO) build -trimpath -ldflags "-s -w -X github.com/sluice-mail/sluice/internal/wiring.Version=$(DEB_VERSION)" -o build/pkg/sluice-$$c ./cmd/$$c || exit 1; \
+	done
+	for m in sluice-edge.8 sluice-worker.8 sluice-replay.8; do go-md2man -in docs/man/$$m.md | gzip -9n > build/pkg/man/$$m.gz; done
+	(printf '%% SLUICE.CONF 5 "%s" "sluice" "File Formats Manual"\n\n' "$(DEB_VERSION)"; cat docs/configuration.md) | go-md2man | gzip -9n > build/pkg/man/sluice.conf.5.gz
+	SLUICE_DEB_VERSION=$(DEB_VERSION) SLUICE_DEB_ARCH=$$($(GO) env GOARCH) nfpm pkg --packager deb --config deploy/package/nfpm.yaml --target build/
+
+# Installs the package on this machine (root), runs an instance as its
+# unit says, sends mail through it, removes the package: CI only.
+deb-test: deb
+	deploy/local/deb-test.sh build/sluice_$(DEB_VERSION)_$$($(GO) env GOARCH).deb
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) build

@@ -25,6 +25,8 @@ perl -MNet::SSLeay -e1 2>/dev/null || need_apt+=(libnet-ssleay-perl)
 command -v openssl >/dev/null || need_apt+=(openssl)
 # HAProxy, for the PROXY protocol in front of the edge.
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+# go-md2man, for the Debian package's man pages (make deb).
+command -v go-md2man >/dev/null || need_apt+=(go-md2man)
 # nftables and iproute2, for TransparentProxy between network namespaces.
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
