@@ -25,8 +25,11 @@ perl -MNet::SSLeay -e1 2>/dev/null || need_apt+=(libnet-ssleay-perl)
 command -v openssl >/dev/null || need_apt+=(openssl)
 # HAProxy, for the PROXY protocol in front of the edge.
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
-# go-md2man, for the Debian package's man pages (make deb).
+# go-md2man, for the Debian package's man pages (make deb); man and
+# systemd-analyze, which make deb-test runs on the installed package.
 command -v go-md2man >/dev/null || need_apt+=(go-md2man)
+command -v man >/dev/null || need_apt+=(man-db)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # nftables and iproute2, for TransparentProxy between network namespaces.
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
