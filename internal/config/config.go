@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -807,10 +806,23 @@ func (l *loader) buildWorker(c *Config) {
 	switch {
 	case l.explicit("worker.slots"):
 		w.Slots = l.integer("worker.slots", minSlots, 1<<16)
-	case l.role == Worker || c.NATS.Embedded():
-		w.Slots = max(2, runtime.NumCPU())
+	case l.role == Edge && c.NATS.Embedded():
+		// One filter per connection, as proxsmtpd runs them: a session
+		// waits for one message's filter at a time, so no message ever
+		// queues behind another's filter, and a filter that waits on its
+		// daemon (spamc, clamdscan) does not hold others up.
+		w.Slots = c.MaxConnections
+	case l.role == Worker:
+		// The same rule for the pool, unknown here: proxsmtpd's
+		// MaxConnections default. CPU-bound filters want fewer
+		// (docs/operations.md, Worker slots).
+		w.Slots = DefaultWorkerSlots
 	}
 }
+
+// DefaultWorkerSlots is a worker's worker.slots unless set: proxsmtpd's
+// default MaxConnections, one filter for each connection an edge serves.
+const DefaultWorkerSlots = 64
 
 // checkSystem checks the whole system, so that no message meets a
 // misconfiguration first.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -46,7 +45,10 @@ func loadErr(t *testing.T, role Role, args, environ []string) *Error {
 	return e
 }
 
-var workerSlots = max(2, runtime.NumCPU())
+// workerSlots is worker.slots' default for the edge with the embedded
+// server and for a worker: one filter per connection, MaxConnections'
+// default (issue 10).
+const workerSlots = 64
 
 func TestDefaults(t *testing.T) {
 	p := writeConf(t, "proxsmtpd.conf", "OutAddress: 2525\n")
@@ -797,6 +799,11 @@ func TestRoles(t *testing.T) {
 	p := writeConf(t, "proxsmtpd.conf", "OutAddress: 2525\n")
 	if c = mustLoad(t, Edge, []string{"-f", p}, nil); c.Worker.Slots != workerSlots {
 		t.Errorf("edge embedded slots %d", c.Worker.Slots)
+	}
+	// The embedded edge's slots follow MaxConnections.
+	p10 := writeConf(t, "proxsmtpd.conf", "OutAddress: 2525\nMaxConnections: 10\n")
+	if c = mustLoad(t, Edge, []string{"-f", p10}, nil); c.Worker.Slots != 10 {
+		t.Errorf("edge embedded slots with MaxConnections 10: %d", c.Worker.Slots)
 	}
 	c = mustLoad(t, Edge, []string{"-f", p}, natsEnv)
 	if c.Worker.Slots != 0 || !slices.Contains(c.Warnings, "store.type is fs with an external NATS server: workers elsewhere must see the same store.dir") {
