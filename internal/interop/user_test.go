@@ -38,7 +38,7 @@ func TestUserSwitch(t *testing.T) {
 	conf := filepath.Join(dir, "edge.conf")
 	text := "Listen: " + addr + "\nOutAddress: " + sink.addr + "\nTempDirectory: " + tmp + "\nUser: nobody\n" +
 		`FilterCommand: printf 'X-Filter-Uid: %s\n' "$(id -u)"; cat` + "\n" +
-		"data_dir: " + filepath.Join(dir, "data") + "\nPidFile: " + filepath.Join(dir, "edge.pid") + "\n"
+		"data_dir: " + filepath.Join(dir, "state", "data") + "\nPidFile: " + filepath.Join(dir, "edge.pid") + "\n"
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,8 @@ func TestUserSwitch(t *testing.T) {
 			}
 		}
 	}
-	if fi, err := os.Stat(filepath.Join(dir, "data")); err != nil || !ownedBy(fi, 65534) {
+	// Root made the missing parent (state) reachable, and data nobody's.
+	if fi, err := os.Stat(filepath.Join(dir, "state", "data")); err != nil || !ownedBy(fi, 65534) {
 		t.Errorf("data_dir not given to nobody: %v", err)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "edge.pid")); err != nil || strings.TrimSpace(string(b)) != itoa(e.pid()) {

@@ -8,7 +8,9 @@ package privs
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"os/user"
 	"strconv"
 	"syscall"
@@ -58,10 +60,26 @@ func Lookup(name string) (*Account, error) {
 // ErrNotRoot is proxsmtpd's refusal to switch users without root.
 var ErrNotRoot = errors.New("not root")
 
-// Own makes dir (created if missing, 0700) belong to the account: a
-// directory root made for it before the switch.
+// Own makes dir belong to the account: root makes it for the account
+// before the switch (0700), and any missing parents (0755, root's, so
+// that the account can reach it).
 func (a *Account) Own(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	var missing []string
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil || p == filepath.Dir(p) {
+			break
+		}
+		missing = append(missing, p)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	for _, p := range missing {
+		if err := os.Chmod(p, 0o755); err != nil { // whatever the umask
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	return os.Lchown(dir, a.UID, a.GID)
