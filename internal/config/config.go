@@ -100,6 +100,11 @@ const (
 const (
 	senderWait    = 10 * time.Minute
 	maxJobTimeout = 9 * time.Minute
+
+	// DefaultAckWait is nats.ack_wait unless set: a worker killed
+	// outright has its jobs running elsewhere within it (issue 10).
+	DefaultAckWait = 8 * time.Second
+	minAckWait     = time.Second
 )
 
 // Config is every setting of sluice, validated.
@@ -694,13 +699,16 @@ func (l *loader) buildNATS(c *Config) {
 	if subjectsOverlap(n.Subject, n.VerdictPrefix) {
 		l.failf("nats.verdict_prefix", "must not overlap nats.subject (%s)", n.Subject)
 	}
+	// ack_wait is how soon a dead worker's jobs run elsewhere: a running
+	// job is kept by heartbeats every ack_wait/3, so it need not cover
+	// FilterTimeout.
 	if l.explicit("nats.ack_wait") {
 		n.AckWait = l.duration("nats.ack_wait")
-		if n.AckWait <= c.FilterTimeout {
-			l.failf("nats.ack_wait", "must be greater than FilterTimeout (%s)", c.FilterTimeout)
+		if n.AckWait < minAckWait {
+			l.failf("nats.ack_wait", "must be at least %s (heartbeats go every third of it)", minAckWait)
 		}
 	} else {
-		n.AckWait = c.FilterTimeout + 30*time.Second
+		n.AckWait = DefaultAckWait
 	}
 	if n.Password != "" && n.User == "" {
 		l.failf("nats.password", "set without nats.user")
@@ -721,7 +729,7 @@ func (l *loader) buildNATS(c *Config) {
 }
 
 // buildJobTimeout reads job_timeout and checks the budget: FilterTimeout
-// < nats.ack_wait < job_timeout < 10m.
+// < job_timeout < 10m, and nats.ack_wait < job_timeout (a warning).
 func (l *loader) buildJobTimeout(c *Config) {
 	n := &c.NATS
 	if l.explicit("job_timeout") {
@@ -733,7 +741,10 @@ func (l *loader) buildJobTimeout(c *Config) {
 			l.failf("job_timeout", "must be greater than FilterTimeout (%s)", c.FilterTimeout)
 		}
 	} else {
-		c.JobTimeout = min(c.FilterTimeout+n.AckWait+30*time.Second, maxJobTimeout)
+		// Room for a filter run, a redelivery and a second run (a
+		// worker that died), and never less than before ack_wait was
+		// shortened: 2 x FilterTimeout + 60s.
+		c.JobTimeout = min(max(c.FilterTimeout+n.AckWait+30*time.Second, 2*c.FilterTimeout+60*time.Second), maxJobTimeout)
 		if c.JobTimeout <= c.FilterTimeout {
 			l.fail("filtertimeout", fmt.Sprintf("invalid setting: FilterTimeout (must be less than job_timeout, %s, as a sender waits 10m after the final dot)", c.JobTimeout))
 		}

@@ -96,7 +96,7 @@ func TestDefaults(t *testing.T) {
 		{"NATS.VerdictPrefix", c.NATS.VerdictPrefix, "sluice.verdicts"},
 		{"NATS.Replicas", c.NATS.Replicas, 1},
 		{"NATS.MaxAge", c.NATS.MaxAge, time.Hour},
-		{"NATS.AckWait", c.NATS.AckWait, 60 * time.Second},
+		{"NATS.AckWait", c.NATS.AckWait, 8 * time.Second},
 		{"NATS.MaxDeliver", c.NATS.MaxDeliver, 5},
 		{"NATS.User", c.NATS.User + c.NATS.Password + c.NATS.Token + c.NATS.NKeyFile + c.NATS.CredsFile + c.NATS.TLSCA + c.NATS.TLSCert + c.NATS.TLSKey, ""},
 		{"Store.Type", c.Store.Type, StoreFS},
@@ -170,8 +170,9 @@ func TestSampleAllOptions(t *testing.T) {
 	if want := (Address{Network: "tcp", Host: "0.0.0.0", Port: 10025}); c.Listen != want {
 		t.Errorf("Listen = %+v", c.Listen)
 	}
-	// Derived from FilterTimeout 10: ack_wait 40s, job_timeout 10+40+30 s.
-	if c.NATS.AckWait != 40*time.Second || c.JobTimeout != 80*time.Second {
+	// Derived from FilterTimeout 10: job_timeout 2 x 10 + 60 s; ack_wait
+	// does not depend on it.
+	if c.NATS.AckWait != 8*time.Second || c.JobTimeout != 80*time.Second {
 		t.Errorf("AckWait %v JobTimeout %v", c.NATS.AckWait, c.JobTimeout)
 	}
 }
@@ -301,7 +302,7 @@ func TestProxsmtpdValues(t *testing.T) {
 			return c.JobTimeout == 3*time.Second && c.NATS.PublishTimeout == 15*time.Second
 		}},
 		{"FilterTimeout: 300", func(c *Config) bool {
-			return c.NATS.AckWait == 330*time.Second && c.JobTimeout == 9*time.Minute
+			return c.NATS.AckWait == 8*time.Second && c.JobTimeout == 9*time.Minute
 		}},
 	}
 	for _, tt := range tests {
@@ -534,7 +535,7 @@ func TestSluiceErrors(t *testing.T) {
 		{"SLUICE_NATS_REPLICAS=two", "nats.replicas: must be an integer"},
 		{"SLUICE_NATS_MAX_AGE=0", "nats.max_age: must be positive"},
 		{"SLUICE_NATS_MAX_AGE=2m", "nats.max_age: must be greater than job_timeout (2m0s)"},
-		{"SLUICE_NATS_ACK_WAIT=30s", "nats.ack_wait: must be greater than FilterTimeout (30s)"},
+		{"SLUICE_NATS_ACK_WAIT=500ms", "nats.ack_wait: must be at least 1s (heartbeats go every third of it)"},
 		{"SLUICE_NATS_MAX_DELIVER=0", "nats.max_deliver: must be at least 1"},
 		{"SLUICE_NATS_PASSWORD=x", "nats.password: set without nats.user"},
 		{"SLUICE_NATS_CREDS_FILE=/nonexistent/nats.creds", "nats.creds_file: /nonexistent/nats.creds: no such file or directory"},
@@ -631,7 +632,14 @@ func TestSluiceValues(t *testing.T) {
 			return slices.Equal(c.NATS.URLs, []string{"nats://127.0.0.1:4222", "127.0.0.1:4223", "tls://h:4443"}) && c.Worker.Slots == 0
 		}},
 		{[]string{"SLUICE_NATS_ACK_WAIT=45s"}, func(c *Config) bool {
-			return c.NATS.AckWait == 45*time.Second && c.JobTimeout == 105*time.Second
+			return c.NATS.AckWait == 45*time.Second && c.JobTimeout == 2*time.Minute
+		}},
+		{[]string{"SLUICE_NATS_ACK_WAIT=2m"}, func(c *Config) bool {
+			return c.NATS.AckWait == 2*time.Minute && c.JobTimeout == 3*time.Minute
+		}},
+		// Below FilterTimeout is fine: heartbeats keep a running job.
+		{[]string{"SLUICE_NATS_ACK_WAIT=5s"}, func(c *Config) bool {
+			return c.NATS.AckWait == 5*time.Second && len(c.Warnings) == 0
 		}},
 		{[]string{"SLUICE_JOB_TIMEOUT=5m"}, func(c *Config) bool { return c.JobTimeout == 5*time.Minute }},
 		{[]string{"SLUICE_NATS_ACK_WAIT=3m", "SLUICE_JOB_TIMEOUT=2m"}, func(c *Config) bool {
