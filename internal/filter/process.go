@@ -75,15 +75,17 @@ type shell struct {
 	window *window // nil without the subreaper
 }
 
-// startShell starts spec.Command as /bin/sh -c in its own process group,
+// startShell starts spec.Command (as /bin/sh -c, or directly when it is
+// a simple command: command.go) in its own process group,
 // with pipes for stderr and, when asked for, stdin and stdout; without
 // them stdin is /dev/null and stdout the process's own, as proxsmtpd's
 // file mode has it.
 func startShell(spec Spec, env []string, withStdin, withStdout bool) (*shell, error) {
-	cmd := exec.Command("/bin/sh", "-c", spec.Command)
+	cmd := command(spec.Command, env)
 	cmd.Env = env
 	// Its own process group, so that a timeout can kill the real filter
-	// too: dash runs it as a child of sh (behaviour.md#filtering).
+	// too: dash runs it as a child of sh (behaviour.md#filtering), and
+	// what a directly started program forks goes with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdout = os.Stdout
 
