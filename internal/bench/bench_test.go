@@ -1,7 +1,10 @@
 package bench
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,6 +149,47 @@ func BenchmarkIOBoundFilter(b *testing.B) {
 	limit := n / sleep
 	b.ReportMetric(limit, "limit-msgs/s")
 	b.ReportMetric(rate/limit, "of-limit")
+}
+
+// BenchmarkCatSpawnLimit (issue 10, target 3): the edge with `cat` at 20
+// sessions against the spawn limit measured in the same run, the rate at
+// which this machine merely runs `sh -c cat` on a 10 KiB input in two
+// parallel loops. Reports the edge's msgs/s, the limit (spawn-runs/s) and
+// the ratio (of-spawn-limit; the target is at least 0.5).
+func BenchmarkCatSpawnLimit(b *testing.B) {
+	s := startSink(b)
+	addr := startEdge(b, s.addr, "cat")
+	limit := spawnRate(b, 2, 200, message(messageSize))
+	rate := runSessions(b, s, addr, message(messageSize), 20)
+	b.ReportMetric(limit, "spawn-runs/s")
+	b.ReportMetric(rate/limit, "of-spawn-limit")
+}
+
+// spawnRate runs `sh -c cat` on in, runs times in each of loops parallel
+// loops, and returns the runs per second.
+func spawnRate(b *testing.B, loops, runs int, in []byte) float64 {
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, loops)
+	for i := range loops {
+		wg.Go(func() {
+			for range runs {
+				cmd := exec.Command("/bin/sh", "-c", "cat")
+				cmd.Stdin = bytes.NewReader(in)
+				cmd.Stdout = io.Discard
+				if errs[i] = cmd.Run(); errs[i] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			b.Fatalf("sh -c cat: %v", err)
+		}
+	}
+	return float64(loops*runs) / time.Since(start).Seconds()
 }
 
 // runSessions sends b.N messages over n sessions at once and returns the
