@@ -18,7 +18,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/privs"
 )
 
@@ -857,47 +857,14 @@ func (l *loader) checkSystem(c *Config) {
 			l.warn("TempDirectory: " + err.Error() + "; filter runs will fail with 451 until it is usable")
 		}
 		// Only a warning too: the program may be installed later.
-		if prog, err := checkFilterProgram(c.FilterCommand); err != nil {
+		var path []string // filters inherit the process's PATH (unless filter.env_allow leaves it out)
+		if p, ok := l.env["PATH"]; ok {
+			path = []string{"PATH=" + p}
+		}
+		if prog, err := filter.FindProgram(c.FilterCommand, path); err != nil {
 			l.warn(fmt.Sprintf("FilterCommand: %s: %v; every filter run will fail with 451 until it is there", prog, err))
 		}
 	}
-}
-
-// shellWords are the first words of a FilterCommand that are the shell's
-// own (keywords, builtins, grouping): nothing to look for on disk.
-var shellWords = map[string]bool{
-	"if": true, "for": true, "while": true, "until": true, "case": true, "!": true, "{": true, "(": true,
-	"exec": true, "set": true, "cd": true, "echo": true, "printf": true, "test": true, "[": true,
-	"true": true, "false": true, ":": true, ".": true, "eval": true, "trap": true, "export": true,
-	"read": true, "umask": true, "ulimit": true, "command": true, "exit": true,
-}
-
-// checkFilterProgram finds the program a FilterCommand runs first (its
-// first word after any VAR=value assignments) as /bin/sh would: a path
-// must be an executable file, a bare name must be on PATH. A command
-// that starts with shell syntax is not checked.
-func checkFilterProgram(command string) (string, error) {
-	fields := strings.Fields(command)
-	for len(fields) > 0 && strings.Contains(fields[0], "=") && !strings.HasPrefix(fields[0], "=") {
-		fields = fields[1:]
-	}
-	if len(fields) == 0 {
-		return "", nil
-	}
-	prog := fields[0]
-	if shellWords[prog] || strings.ContainsAny(prog, "$`'\"\\;&|<>(){}*?[~") {
-		return prog, nil
-	}
-	if _, err := exec.LookPath(prog); err != nil {
-		if strings.Contains(prog, "/") {
-			if _, serr := os.Stat(prog); serr != nil {
-				return prog, errors.New("no such file")
-			}
-			return prog, errors.New("not an executable file")
-		}
-		return prog, errors.New("not found on PATH")
-	}
-	return prog, nil
 }
 
 // prefixes reads a list of networks (CIDR, or a single address); "none"

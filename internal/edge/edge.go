@@ -122,13 +122,12 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 	e.scfg = e.sessionConfig(upTLS)
 	if cfg.User != "" {
 		// proxsmtpd's User: the listeners are bound (a port below 1024
-		// needs root) and the pid file written as root, then the whole
+		// needs root) and the pid file written as root (bind), then the whole
 		// process switches before anything else runs: the store, NATS,
 		// the workers and their filters run as the user.
 		if err := e.bind(listen); err != nil {
 			return nil, err
 		}
-		e.removePid = wiring.WritePidFile(cfg.PidFile, log)
 		if err := wiring.SwitchUser(cfg, log); err != nil {
 			return nil, err
 		}
@@ -150,7 +149,6 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 		if err := e.bind(listen); err != nil {
 			return nil, err
 		}
-		e.removePid = wiring.WritePidFile(cfg.PidFile, log)
 	}
 	e.mon.SetCheck("listener", e.listenerCheck)
 	e.slots = make(chan struct{}, cfg.MaxConnections)
@@ -170,8 +168,9 @@ func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen fun
 	return e, nil
 }
 
-// bind opens the listeners: Listen, and tls.implicit_listen if set. The
-// edge accepts nothing on them until it is ready.
+// bind opens the listeners, Listen and tls.implicit_listen if set, and
+// writes the PidFile, as proxsmtpd does once it listens. The edge accepts
+// nothing on them until it is ready.
 func (e *Edge) bind(listen func(config.Address) (net.Listener, error)) error {
 	var err error
 	if e.ln, err = listen(e.cfg.Listen); err != nil {
@@ -182,6 +181,7 @@ func (e *Edge) bind(listen func(config.Address) (net.Listener, error)) error {
 			return fmt.Errorf("cannot listen on %s (tls.implicit_listen): %w", a, err)
 		}
 	}
+	e.removePid = wiring.WritePidFile(e.cfg.PidFile, e.log)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,11 +47,50 @@ func simpleCommand(line string, env []string) (argv []string, path string, ok bo
 		}
 	}
 	argv = strings.Fields(line)
-	if len(argv) == 0 || shellBuiltins[argv[0]] || strings.ContainsRune(argv[0], '=') || strings.HasPrefix(argv[0], "-") {
+	if len(argv) == 0 || !programWord(argv[0]) || strings.ContainsRune(argv[0], '=') {
 		return nil, "", false
 	}
 	path, ok = lookPath(argv[0], env)
 	return argv, path, ok
+}
+
+// programWord reports whether the shell would look for word as a
+// program: plain, and not one of its builtins or keywords.
+func programWord(word string) bool {
+	if shellBuiltins[word] || strings.HasPrefix(word, "-") {
+		return false
+	}
+	for _, r := range word {
+		if !plainRune(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// FindProgram finds the program a FilterCommand runs first (its first
+// word after any VAR=value assignments) as the shell would, with env's
+// PATH, for a start-up warning: the program, and why it cannot run. A
+// command that starts with shell syntax or a builtin is not looked for.
+func FindProgram(line string, env []string) (string, error) {
+	words := strings.Fields(line)
+	for len(words) > 0 && strings.Contains(words[0], "=") && !strings.HasPrefix(words[0], "=") {
+		words = words[1:]
+	}
+	if len(words) == 0 || !programWord(words[0]) {
+		return "", nil
+	}
+	prog := words[0]
+	if _, ok := lookPath(prog, env); ok {
+		return prog, nil
+	}
+	switch _, err := os.Stat(prog); {
+	case !strings.Contains(prog, "/"):
+		return prog, errors.New("not found on PATH")
+	case err != nil:
+		return prog, errors.New("no such file")
+	}
+	return prog, errors.New("not an executable file")
 }
 
 // plainRune reports whether r means itself to the shell: letters,
