@@ -34,12 +34,12 @@ oracle() {
 
 rc=0
 echo "== oracle compare (must match proxsmtpd 1.10)"
-oracle /tmp/sluice-compat-compare.$$ compare --ref baseline/proxsmtpd-1.10.json --cand "$edge -f {conf}" \
+oracle /tmp/sluice-compat-compare.$$ compare --ref baseline/proxsmtpd-1.10.json --cand "$edge -d 3 -f {conf}" \
   --exclude-tags quirk security barelf -j 4 || rc=1
 grep -E '^\[DIFF\]' /tmp/sluice-compat-compare.$$ || true
 tail -n 1 /tmp/sluice-compat-compare.$$
 echo "== oracle expect (must do better than proxsmtpd)"
-oracle /tmp/sluice-compat-expect.$$ expect --cand "$edge -f {conf}" -j 4 || rc=1
+oracle /tmp/sluice-compat-expect.$$ expect --cand "$edge -d 3 -f {conf}" -j 4 || rc=1
 grep -E '^\[FAIL\]' -A 6 /tmp/sluice-compat-expect.$$ || true
 tail -n 1 /tmp/sluice-compat-expect.$$
 rm -f /tmp/sluice-compat-compare.$$ /tmp/sluice-compat-expect.$$

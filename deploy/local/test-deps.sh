@@ -30,6 +30,10 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v go-md2man >/dev/null || need_apt+=(go-md2man)
 command -v man >/dev/null || need_apt+=(man-db)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# Debian's proxsmtp: the daemon sluice replaces (make deb-test runs its
+# unit's ExecStart and its init script with sluice-edge in its place;
+# make bench measures it beside the edge).
+[ -x /usr/sbin/proxsmtpd ] || need_apt+=(proxsmtp)
 # nftables and iproute2, for TransparentProxy between network namespaces.
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)

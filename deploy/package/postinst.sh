@@ -9,7 +9,9 @@ if ! getent passwd _sluice >/dev/null; then
 		--gecos "sluice SMTP filter" _sluice >/dev/null
 fi
 install -d -m 0755 -o root -g root /etc/sluice
-install -d -m 0750 -o _sluice -g _sluice /var/lib/sluice
+# 0755: each instance's directory below is its own user's, 0700 (an
+# instance of Debian's proxsmtp started as root gives its to _proxsmtp).
+install -d -m 0755 -o _sluice -g _sluice /var/lib/sluice
 # Secrets may go in the env files: readable by root (systemd reads them).
 chmod 0600 /etc/sluice/sluice.env 2>/dev/null || true
 

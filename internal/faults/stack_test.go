@@ -303,7 +303,7 @@ func (s *stack) start(p *proc) error {
 			}
 		}
 		cfg := s.configFile(p, listen)
-		if err = p.run(s.launch, "-f", cfg); err != nil {
+		if err = p.run(s.launch, "-d", "3", "-f", cfg); err != nil {
 			return err
 		}
 		if err = p.waitReady(ready, 60*time.Second); err == nil {

@@ -62,7 +62,18 @@ func VersionString() string {
 // Logger is the command's logger (log_format, -d), with the
 // configuration's warnings already logged.
 func Logger(w io.Writer, cfg *config.Config) *slog.Logger {
-	log := logging.New(w, cfg.LogLevel(), string(cfg.LogFormat))
+	return withWarnings(logging.New(w, cfg.LogLevel(), string(cfg.LogFormat)), cfg)
+}
+
+// SyslogLogger is the detached edge's logger: syslog, facility mail,
+// program name tag (see logging.Syslog), with the configuration's
+// warnings already logged. The error says no syslog daemon answers yet.
+func SyslogLogger(tag string, cfg *config.Config) (*slog.Logger, error) {
+	log, err := logging.Syslog(tag, cfg.LogLevel(), string(cfg.LogFormat))
+	return withWarnings(log, cfg), err
+}
+
+func withWarnings(log *slog.Logger, cfg *config.Config) *slog.Logger {
 	for _, warning := range cfg.Warnings {
 		log.Warn(warning)
 	}
