@@ -394,12 +394,16 @@ func (q *Queue) ensure(ctx context.Context) error {
 	o := q.opts
 	ctx, cancel := context.WithTimeout(ctx, 2*requestTimeout)
 	defer cancel()
-	_, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	storage, err := q.storage(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        o.Stream,
 		Description: "sluice filter jobs",
 		Subjects:    []string{o.Subject, o.Subject + ".>"},
 		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
+		Storage:     storage,
 		Replicas:    o.Replicas,
 		MaxAge:      o.MaxAge,
 		Duplicates:  min(duplicateWindow, o.MaxAge), // the server wants it within MaxAge
@@ -422,6 +426,44 @@ func (q *Queue) ensure(ctx context.Context) error {
 	q.cons = cons
 	q.mu.Unlock()
 	return nil
+}
+
+// storage is where the job stream keeps its jobs. A job only matters
+// while the edge that published it holds the sender's session, waiting
+// for the verdict: if that edge ends, the sender retries (the failure
+// rule), and the job is an orphan. With the embedded server the edge,
+// its sessions and the stream live and die together, so the jobs are
+// kept in memory: a file per message block, recreated on every ack, buys
+// nothing there. A stream on a NATS cluster outlives any one process, and
+// is on file, replicated. A client joining a stream that exists keeps its
+// storage (a worker connecting to an edge's embedded server through
+// nats.listen); the embedded server's owner moves a stream an older
+// version left on file to memory, dropping the orphans in it.
+func (q *Queue) storage(ctx context.Context) (jetstream.StorageType, error) {
+	want := jetstream.FileStorage
+	if q.ns != nil {
+		want = jetstream.MemoryStorage
+	}
+	st, err := q.js.Stream(ctx, q.opts.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return want, nil
+	case err != nil:
+		return want, fmt.Errorf("stream %s: %w", q.opts.Stream, err)
+	}
+	info := st.CachedInfo()
+	if info.Config.Storage == want {
+		return want, nil
+	}
+	if !q.ownNS {
+		return info.Config.Storage, nil
+	}
+	if err := q.js.DeleteStream(ctx, q.opts.Stream); err != nil {
+		return want, fmt.Errorf("stream %s: moving it to memory: %w", q.opts.Stream, err)
+	}
+	q.log.Info("nats: the embedded job stream is now kept in memory; jobs of sessions that ended before this start dropped",
+		"stream", q.opts.Stream, "dropped", info.State.Msgs)
+	return want, nil
 }
 
 func (q *Queue) consumer() jetstream.Consumer {

@@ -530,3 +530,66 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	mustSubmit(t, s, newJob("after", time.Now().Add(30*time.Second)))
 	eventually(t, "ready again", func() bool { return q.Ready(context.Background()) == nil })
 }
+
+// Issue 10: the embedded server keeps the job stream in memory (its jobs
+// die with the edge's sessions anyway); a stream an older version left
+// on file in the same store is moved to memory by the server's owner,
+// and a client joining by URL keeps what it finds.
+func TestEmbeddedStreamInMemory(t *testing.T) {
+	dir := t.TempDir()
+	old, err := StartServer(Options{StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An older version's stream, on file, with a job its edge never saw
+	// through.
+	prev := open(t, Options{Server: old})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := prev.js.DeleteStream(ctx, DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prev.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: DefaultStream, Subjects: []string{DefaultSubject, DefaultSubject + ".>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prev.js.Publish(ctx, DefaultSubject, []byte("orphan")); err != nil {
+		t.Fatal(err)
+	}
+	prev.Close()
+	old.Shutdown()
+	old.WaitForShutdown()
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := l.Addr().String()
+	l.Close()
+	q := open(t, Options{StoreDir: dir, Listen: listen})
+	info := streamInfo(t, q)
+	if info.Config.Storage != jetstream.MemoryStorage || info.State.Msgs != 0 {
+		t.Errorf("embedded stream: storage %v with %d jobs, want memory and the orphan dropped", info.Config.Storage, info.State.Msgs)
+	}
+	w := open(t, Options{URLs: []string{"nats://" + listen}})
+	if st := streamInfo(t, w).Config.Storage; st != jetstream.MemoryStorage {
+		t.Errorf("after a worker joined by URL: storage %v, want memory kept", st)
+	}
+	consume(t, w, 1, accept("w"))
+	s := submitter(t, q, "edge1")
+	mustSubmit(t, s, newJob("in memory", time.Now().Add(10*time.Second)))
+	eventually(t, "job acked", func() bool { return streamState(t, q).Msgs == 0 })
+}
+
+func streamInfo(t *testing.T, q *Queue) *jetstream.StreamInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := q.js.Stream(ctx, q.opts.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo()
+}
