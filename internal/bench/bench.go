@@ -225,6 +225,8 @@ func WriteSummary(w io.Writer, results []Result) error {
 		fmt.Fprintf(bw, "  %-22s %s / %s = %s\n", p, sub, strings.TrimPrefix(base, p+"/"), spread(r))
 	}
 
+	writeTargets(bw, values)
+
 	for _, n := range others {
 		fmt.Fprintf(bw, "\n%s, %d runs (median (min..max)):\n", n, len(byName[n]))
 		units := make(map[string]bool)
@@ -240,4 +242,59 @@ func WriteSummary(w io.Writer, results []Result) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// Target is one of the throughput and cost targets (issue 10): a metric
+// of one benchmark against a bound, shown beside the reference the same
+// benchmark measured in the same run.
+type Target struct {
+	Name      string
+	Bench     string // benchmark name, without -GOMAXPROCS
+	Unit      string
+	AtMost    bool // the metric must be at most Bound; else at least
+	Bound     float64
+	Reference string // a unit of the same benchmark shown beside; "" for none
+}
+
+// Targets are the rows `make bench` ends with.
+var Targets = []Target{
+	{"1 I/O-bound filter: msgs/s over 20 sessions / 0.2 s", "BenchmarkIOBoundFilter", "of-limit", false, 0.8, "limit-msgs/s"},
+	{"2 no filter: edge CPU ms per message", "BenchmarkCost", "edge_nofilter-cpu-ms/msg", true, 0.5, "wire-msgs/s"},
+	{"2 no filter: msgs/s at 20 sessions", "BenchmarkCost", "edge_nofilter-msgs/s", false, 1000, "wire-msgs/s"},
+	{"3 cat: CPU per message over proxsmtpd's", "BenchmarkCost", "edge_cat-cpu-vs-proxsmtpd", true, 0.8, "proxsmtpd_cat-cpu-ms/msg"},
+	{"3 cat: msgs/s over the spawn limit", "BenchmarkCost", "edge_cat-of-spawn-limit", false, 0.5, "spawn-runs/s"},
+	{"4 kill -9: latest answer after it, s", "BenchmarkFailover", "after-kill-max-s", true, 10, ""},
+	{"4 kill -9: p99 latency of its messages, s", "BenchmarkFailover", "affected-p99-s", true, 15, ""},
+	{"5 100 MiB message: MiB over idle RSS", "BenchmarkMemory", "100MiB-hwm-over-idle-MiB", true, 64, "idle-rss-MiB"},
+	{"5 2,000 idle sessions: RSS MiB", "BenchmarkMemory", "2000sessions-rss-MiB", true, 200, "idle-rss-MiB"},
+	{"6 scale-out: 4 workers' msgs/s over 1's", "BenchmarkScaleOut", "4-over-1", false, 3.5, "1worker-msgs/s"},
+}
+
+// writeTargets prints each target's median over runs, its bound, whether
+// the median meets it, and the reference beside it.
+func writeTargets(w io.Writer, values func(name, unit string) []float64) {
+	fmt.Fprintf(w, "\nissue 10 targets (median (min..max) over runs):\n")
+	for _, t := range Targets {
+		v := values(t.Bench, t.Unit)
+		if len(v) == 0 {
+			fmt.Fprintf(w, "  %-46s not run (%s)\n", t.Name, t.Bench)
+			continue
+		}
+		sp := spread(v)
+		op, met := ">=", sp.Median >= t.Bound
+		if t.AtMost {
+			op, met = "<=", sp.Median <= t.Bound
+		}
+		verdict := "met"
+		if !met {
+			verdict = "NOT met"
+		}
+		ref := ""
+		if t.Reference != "" {
+			if r := values(t.Bench, t.Reference); len(r) > 0 {
+				ref = fmt.Sprintf("  [%s %s]", t.Reference, spread(r))
+			}
+		}
+		fmt.Fprintf(w, "  %-46s %-22s %s %s  %s%s\n", t.Name, sp, op, fmtNum(t.Bound), verdict, ref)
+	}
 }

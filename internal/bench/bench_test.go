@@ -167,7 +167,7 @@ func BenchmarkCatSpawnLimit(b *testing.B) {
 
 // spawnRate runs `sh -c cat` on in, runs times in each of loops parallel
 // loops, and returns the runs per second.
-func spawnRate(b *testing.B, loops, runs int, in []byte) float64 {
+func spawnRate(tb testing.TB, loops, runs int, in []byte) float64 {
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, loops)
@@ -186,7 +186,7 @@ func spawnRate(b *testing.B, loops, runs int, in []byte) float64 {
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			b.Fatalf("sh -c cat: %v", err)
+			tb.Fatalf("sh -c cat: %v", err)
 		}
 	}
 	return float64(loops*runs) / time.Since(start).Seconds()

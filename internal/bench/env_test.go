@@ -51,7 +51,7 @@ func startSink(tb testing.TB) *sink {
 		return &sinkSession{s: s}, nil
 	}))
 	srv.Domain = "sink.bench.example"
-	srv.MaxMessageBytes = 64 << 20
+	srv.MaxMessageBytes = 256 << 20
 	srv.ReadTimeout = time.Minute
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = log.New(io.Discard, "", 0)

@@ -130,3 +130,46 @@ func FuzzParseLine(f *testing.F) {
 		}
 	})
 }
+
+func TestWriteSummaryTargets(t *testing.T) {
+	out := `BenchmarkCost-2  400  1 ns/op  1.50 edge_nofilter-cpu-ms/msg  900 edge_nofilter-msgs/s  3000 wire-msgs/s  0.45 edge_cat-cpu-vs-proxsmtpd  17 proxsmtpd_cat-cpu-ms/msg  0.9 edge_cat-of-spawn-limit  220 spawn-runs/s
+BenchmarkCost-2  400  1 ns/op  1.70 edge_nofilter-cpu-ms/msg  1100 edge_nofilter-msgs/s  2800 wire-msgs/s  0.50 edge_cat-cpu-vs-proxsmtpd  16 proxsmtpd_cat-cpu-ms/msg  0.8 edge_cat-of-spawn-limit  230 spawn-runs/s
+BenchmarkCost-2  400  1 ns/op  1.60 edge_nofilter-cpu-ms/msg  800 edge_nofilter-msgs/s  2900 wire-msgs/s  0.40 edge_cat-cpu-vs-proxsmtpd  18 proxsmtpd_cat-cpu-ms/msg  0.7 edge_cat-of-spawn-limit  210 spawn-runs/s
+`
+	rs, err := Parse(strings.NewReader(out))
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("Parse: %d results, %v", len(rs), err)
+	}
+	var b strings.Builder
+	if err := WriteSummary(&b, rs); err != nil {
+		t.Fatal(err)
+	}
+	s := b.String()
+	line := func(prefix string) string {
+		for _, l := range strings.Split(s, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+				return l
+			}
+		}
+		t.Fatalf("no line %q in:\n%s", prefix, s)
+		return ""
+	}
+	for prefix, want := range map[string][]string{
+		"2 no filter: edge CPU":          {"1.60 (1.50..1.70)", "<= 0.500", "NOT met", "[wire-msgs/s 2900 (2800..3000)]"},
+		"2 no filter: msgs/s":            {"900 (800..1100)", ">= 1000", "NOT met"},
+		"3 cat: CPU per message":         {"0.450 (0.400..0.500)", "<= 0.800", " met", "[proxsmtpd_cat-cpu-ms/msg 17.0 (16.0..18.0)]"},
+		"3 cat: msgs/s over the spawn":   {"0.800 (0.700..0.900)", ">= 0.500", " met"},
+		"1 I/O-bound filter":             {"not run (BenchmarkIOBoundFilter)"},
+		"6 scale-out: 4 workers' msgs/s": {"not run"},
+	} {
+		l := line(prefix)
+		for _, w := range want {
+			if !strings.Contains(l, w) {
+				t.Errorf("%q: %q lacks %q", prefix, l, w)
+			}
+		}
+	}
+	if l := line("3 cat: CPU per message"); strings.Contains(l, "NOT met") {
+		t.Errorf("%q: a target met shown as not met", l)
+	}
+}

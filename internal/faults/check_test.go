@@ -182,7 +182,7 @@ type run struct {
 }
 
 // readRuns reads the run log, by token.
-func readRuns(t *testing.T, path string) map[string][]run {
+func readRuns(t testing.TB, path string) map[string][]run {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

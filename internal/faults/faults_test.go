@@ -167,7 +167,7 @@ func TestWorkerKill(t *testing.T) {
 // killWorkerUnderLoad sends messages from the sessions, kills w1 with
 // SIGKILL while one of its filters runs, and returns the results and the
 // token of that filter's message.
-func killWorkerUnderLoad(t *testing.T, s *stack, sessions int) ([]result, string, time.Time) {
+func killWorkerUnderLoad(t testing.TB, s *stack, sessions int) ([]result, string, time.Time) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()

@@ -55,6 +55,7 @@ type timing struct {
 	slots         int           // worker.slots per worker
 	timeOut       int           // TimeOut, seconds; 0 = the default
 	partSize      string        // store.s3.part_size; "" = the default
+	filterCommand string        // FilterCommand instead of the recording script; "" = the script
 }
 
 // defaultTiming fits one NATS fail-over (~7 s) and one redelivery.
@@ -63,7 +64,7 @@ var defaultTiming = timing{filterTimeout: 10, ackWait: 15 * time.Second, jobTime
 // stack is one sluice deployment on loopback: a 3-node NATS cluster,
 // versitygw, an upstream, edges and workers as processes.
 type stack struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	tm     timing
 	nats   *natstest.Cluster
@@ -75,10 +76,12 @@ type stack struct {
 
 	edges   []*proc
 	workers []*proc
+
+	stopOnce sync.Once
 }
 
 // newStack starts everything and stops it when t ends.
-func newStack(t *testing.T, tm timing, nEdges, nWorkers int) *stack {
+func newStack(t testing.TB, tm timing, nEdges, nWorkers int) *stack {
 	t.Helper()
 	s := newBase(t, tm, natstest.StartCluster(t, 3))
 	for i := range nWorkers {
@@ -95,7 +98,7 @@ func newStack(t *testing.T, tm timing, nEdges, nWorkers int) *stack {
 
 // newBase starts the parts around the NATS cluster nc: versitygw, the
 // upstream, the filter's run log. No edge or worker yet.
-func newBase(t *testing.T, tm timing, nc *natstest.Cluster) *stack {
+func newBase(t testing.TB, tm timing, nc *natstest.Cluster) *stack {
 	t.Helper()
 	s := &stack{t: t, tm: tm, dir: t.TempDir(), nats: nc}
 	s.s3 = s3test.Start(t)
@@ -109,9 +112,13 @@ func newBase(t *testing.T, tm timing, nc *natstest.Cluster) *stack {
 		t.Fatal(err)
 	}
 	s.launch = testproc.NewLauncher()
-	t.Cleanup(s.cleanup)
+	t.Cleanup(s.stop)
 	return s
 }
+
+// stop stops the stack's processes (see cleanup) once; the test's end
+// calls it too.
+func (s *stack) stop() { s.stopOnce.Do(s.cleanup) }
 
 // startAll starts every worker and edge at once and waits until all are
 // ready.
@@ -200,6 +207,10 @@ func (s *stack) configFile(p *proc, listen string) string {
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		s.t.Fatal(err)
 	}
+	filterCommand := s.filter
+	if tm.filterCommand != "" {
+		filterCommand = tm.filterCommand
+	}
 	var urls []string
 	natsURLs, s3Endpoint := s.nats.URLs(), s.s3.Endpoint
 	if p.natsURLs != nil {
@@ -240,7 +251,7 @@ store:
     create_bucket: true
 worker:
   slots: %s
-`, listen, s.up.addr, s.filter, tm.filterTimeout, tmp, p.name, dir, tm.jobTimeout,
+`, listen, s.up.addr, filterCommand, tm.filterTimeout, tmp, p.name, dir, tm.jobTimeout,
 		strings.Join(urls, ", "), tm.ackWait, s3Endpoint, s.s3.AccessKey, s.s3.SecretKey, slots)
 	if tm.timeOut > 0 {
 		cfg += fmt.Sprintf("TimeOut: %d\n", tm.timeOut)
@@ -515,7 +526,7 @@ func lastLines(b []byte, n int) string {
 // (connections refused, open ones cut) and come back on the same port as
 // a new server.
 type upstream struct {
-	t    *testing.T
+	t    testing.TB
 	addr string
 
 	mu      sync.Mutex
@@ -526,7 +537,7 @@ type upstream struct {
 	wg      sync.WaitGroup
 }
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t testing.TB) *upstream {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
