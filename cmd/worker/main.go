@@ -109,10 +109,14 @@ func open(ctx context.Context, cfg *config.Config, mon *monitor.Server, metrics 
 		return nil, nil, fmt.Errorf("job queue: %w", err)
 	}
 	mon.SetCheck("queue", q.Ready)
+	f, err := wiring.Filter(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	w := &worker.Worker{
 		ID:      wiring.ProcessID(""),
 		Store:   store,
-		Filter:  wiring.Filter(cfg),
+		Filter:  f,
 		Logger:  log,
 		Metrics: metrics,
 	}

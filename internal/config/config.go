@@ -242,6 +242,14 @@ func containsAddr(ps []netip.Prefix, ip netip.Addr) bool {
 type FilterSettings struct {
 	EnvAllow      []string // the only variables a filter inherits (NAME or PREFIX*); empty = all but sluice's own
 	MaxOutputSize int64    // largest filtered message; 0 = unlimited
+
+	// Milters, after the FilterCommand (see internal/milter).
+	Milters              []string
+	MilterDefaultAction  string // tempfail, accept, reject
+	MilterConnectTimeout time.Duration
+	MilterCommandTimeout time.Duration
+	MilterContentTimeout time.Duration
+	MilterProtocol       int
 }
 
 // NATS is how to reach the job queue.

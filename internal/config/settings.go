@@ -129,6 +129,12 @@ var settings = []setting{
 	{key: "store.s3.create_bucket", kind: kindBool, def: "false", help: "create the bucket at start-up if missing", field: fieldOf(func(c *Config) *bool { return &c.Store.S3.CreateBucket })},
 	{key: "store.s3.part_size", kind: kindSize, def: "16MiB", help: "multipart upload part size, at least 5MiB", field: fieldOf(func(c *Config) *int64 { return &c.Store.S3.PartSize })},
 	{key: "filter.env_allow", kind: kindList, help: "the only environment variables a filter inherits (NAME or PREFIX*); empty = all but sluice's own and credentials", check: checkEnvPattern, field: fieldOf(func(c *Config) *[]string { return &c.Filter.EnvAllow })},
+	{key: "filter.milters", kind: kindList, help: "milters each message passes after FilterCommand, in order: inet:host:port or unix:/path (Postfix's smtpd_milters)", check: checkMilter, field: fieldOf(func(c *Config) *[]string { return &c.Filter.Milters })},
+	{key: "filter.milter_default_action", kind: kindString, def: "tempfail", help: "when a milter cannot be used: tempfail, accept (skip it) or reject (Postfix's milter_default_action)", words: []string{"tempfail", "accept", "reject"}, field: fieldOf(func(c *Config) *string { return &c.Filter.MilterDefaultAction })},
+	{key: "filter.milter_connect_timeout", kind: kindDuration, def: "30s", help: "connecting to a milter (Postfix's milter_connect_timeout)", positive: true, field: fieldOf(func(c *Config) *time.Duration { return &c.Filter.MilterConnectTimeout })},
+	{key: "filter.milter_command_timeout", kind: kindDuration, def: "30s", help: "each answer of a milter (Postfix's milter_command_timeout)", positive: true, field: fieldOf(func(c *Config) *time.Duration { return &c.Filter.MilterCommandTimeout })},
+	{key: "filter.milter_content_timeout", kind: kindDuration, def: "300s", help: "one message through one milter, connect to end of message (Postfix's milter_content_timeout); never past job_timeout", positive: true, field: fieldOf(func(c *Config) *time.Duration { return &c.Filter.MilterContentTimeout })},
+	{key: "filter.milter_protocol", kind: kindInt, def: "6", help: "milter protocol version offered, 2..6 (Postfix's milter_protocol)", lo: 2, hi: 6, field: fieldOf(func(c *Config) *int { return &c.Filter.MilterProtocol })},
 	{key: "filter.max_output_size", kind: kindSize, help: "largest filtered message delivered (default: max_message_size); 0 = unlimited"},
 	{key: "worker.slots", kind: kindInt, help: "concurrent filter runs in this process (default: see docs/configuration.md)"},
 }

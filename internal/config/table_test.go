@@ -28,6 +28,7 @@ func samples(t *testing.T, s setting) (valid, invalid string) {
 		"nats.publish_timeout":     {"20s", "0s"},
 		"upstream.tls_server_name": {"mx.example.org", ""},
 		"upstream.tls":             {"opportunistic", "bogus"},
+		"filter.milters":           {"inet:127.0.0.1:8891, unix:/run/milter.sock", "tcp:somewhere"},
 	}
 	if v, ok := byKey[s.key]; ok {
 		return v[0], v[1]

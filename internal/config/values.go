@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/sluice-mail/sluice/internal/milter"
+
 	"errors"
 	"fmt"
 	"math"
@@ -297,6 +299,12 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// checkMilter accepts one of Postfix's milter addresses.
+func checkMilter(s string) error {
+	_, _, err := milter.ParseAddress(s)
+	return err
 }
 
 // checkEnvPattern accepts an environment variable name, or a prefix

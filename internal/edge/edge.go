@@ -402,10 +402,14 @@ func (e *Edge) startWorkers(ctx context.Context, qo queue.Options) error {
 	if err != nil {
 		return fmt.Errorf("worker queue connection: %w", err)
 	}
+	f, err := wiring.Filter(e.cfg)
+	if err != nil {
+		return err
+	}
 	w := &worker.Worker{
 		ID:      wiring.ProcessID("-edge"),
 		Store:   e.store,
-		Filter:  wiring.Filter(e.cfg),
+		Filter:  f,
 		Logger:  e.log.With("component", "worker"),
 		Metrics: e.wmetrics,
 		Abandon: e.sessionCtx, // cancelled once Shutdown is done with the sessions

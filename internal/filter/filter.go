@@ -52,6 +52,10 @@ type Env struct {
 	RemoteHelo *string  // REMOTE_HELO (XFORWARD HELO)
 	TLSVersion string   // TLS_VERSION, with TLS_CIPHER: the client's TLS session; "" = none
 	TLSCipher  string   // TLS_CIPHER
+
+	// Not in a FilterCommand's environment; milters are told them.
+	Helo      string // the client's HELO/EHLO argument
+	MessageID string // sluice's message id (the milter macro i)
 }
 
 // Action is what the filter asked for.

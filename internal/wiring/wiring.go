@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/config"
 	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/logging"
+	"github.com/sluice-mail/sluice/internal/milter"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/privs"
 	"github.com/sluice-mail/sluice/internal/queue"
@@ -145,13 +146,32 @@ func FilterSpec(cfg *config.Config) filter.Spec {
 	}
 }
 
-// Filter is the filter workers run, or nil without a FilterCommand: the
-// message is then delivered as received.
-func Filter(cfg *config.Config) filter.Filter {
-	if cfg.FilterCommand == "" {
-		return nil
+// Filter is the filter workers run: the FilterCommand, then the milters
+// (filter.milters), either alone, or nil for neither: the message is
+// then delivered as received. The configuration checked the milters'
+// settings; an error here is a bug.
+func Filter(cfg *config.Config) (filter.Filter, error) {
+	var cmd filter.Filter
+	if cfg.FilterCommand != "" {
+		cmd = filter.Command(FilterSpec(cfg))
 	}
-	return filter.Command(FilterSpec(cfg))
+	if len(cfg.Filter.Milters) == 0 {
+		return cmd, nil
+	}
+	f := cfg.Filter
+	chain, err := milter.New(milter.Config{
+		Milters: f.Milters, DefaultAction: f.MilterDefaultAction,
+		ConnectTimeout: f.MilterConnectTimeout, CommandTimeout: f.MilterCommandTimeout,
+		ContentTimeout: f.MilterContentTimeout, Protocol: uint32(f.MilterProtocol),
+		Hostname: cfg.Hostname, TempDir: cfg.TempDirectory,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("filter.milters: %w", err)
+	}
+	if cmd == nil {
+		return chain, nil
+	}
+	return filter.Sequence{First: cmd, Then: chain, TempDir: cfg.TempDirectory}, nil
 }
 
 // Monitor starts the health, readiness and metrics endpoint on

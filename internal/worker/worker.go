@@ -261,6 +261,8 @@ func EnvOf(job *sluicev1.FilterJob) filter.Env {
 		RemoteHelo: job.RemoteHelo,
 		TLSVersion: job.GetTlsVersion(),
 		TLSCipher:  job.GetTlsCipher(),
+		Helo:       job.GetClientHelo(),
+		MessageID:  job.GetMessageId(),
 	}
 }
 

@@ -1,0 +1,457 @@
+// Package milter runs a message past Sendmail-protocol milters (OpenDKIM,
+// spamass-milter, rspamd's proxy, clamav-milter) as an MTA does: the
+// worker replays the stored SMTP transaction to each milter in turn
+// (connect, HELO, MAIL, each RCPT, the headers, the body, end of
+// message), applies the header and body changes each one asks for, and
+// maps the outcome onto the filter contract: accept and continue
+// deliver, reject and custom replies refuse, tempfail defers, discard
+// drops silently, quarantine drops and keeps the reason.
+//
+// The protocol is github.com/d--j/go-milter's client (docs/architecture.md
+// says why that library). This package holds what an MTA adds: the
+// transaction from the job, the chain, the changes applied to a streamed
+// message, the default action when a milter fails (Postfix's
+// milter_default_action), and the timeouts.
+package milter
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/sluice-mail/sluice/internal/filter"
+)
+
+// Default actions when a milter cannot be used (Postfix's
+// milter_default_action).
+const (
+	DefaultTempFail = "tempfail"
+	DefaultAccept   = "accept"
+	DefaultReject   = "reject"
+)
+
+// Postfix's defaults.
+const (
+	DefaultConnectTimeout = 30 * time.Second
+	DefaultCommandTimeout = 30 * time.Second
+	DefaultContentTimeout = 300 * time.Second
+	DefaultProtocol       = 6
+)
+
+// maxHeader bounds the header block read into memory (the body is
+// streamed).
+const maxHeader = 1 << 20
+
+// actions are the modifications sluice applies and so offers: headers,
+// the body and quarantine, and the macros a milter asks for. Changes of the envelope (sender, recipients)
+// are not offered: a milter that needs them says so when it negotiates.
+const actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptChangeBody | milter.OptQuarantine | milter.OptSetMacros
+
+// Config is the milter part of the filter settings.
+type Config struct {
+	Milters        []string // Postfix's forms: inet:host:port, unix:/path
+	DefaultAction  string   // tempfail (default), accept, reject
+	ConnectTimeout time.Duration
+	CommandTimeout time.Duration // each protocol step
+	ContentTimeout time.Duration // the whole message, from connect to end of message
+	Protocol       uint32        // milter protocol version offered, 2..6
+	Hostname       string        // the j macro
+	TempDir        string        // where the body is spooled between milters
+}
+
+// Chain is the configured milters, applied in order, as a filter.Filter.
+type Chain struct {
+	cfg     Config
+	milters []target
+}
+
+type target struct {
+	name             string // as configured, for logs and replies
+	network, address string
+}
+
+// ParseAddress reads Postfix's milter address forms: inet:host:port,
+// inet:[ipv6]:port, unix:/path (also local:/path); and Sendmail's
+// inet:port@host, which OpenDKIM and spamass-milter document.
+func ParseAddress(s string) (network, address string, err error) {
+	kind, rest, ok := strings.Cut(s, ":")
+	if !ok || rest == "" {
+		return "", "", fmt.Errorf("%q: want inet:host:port or unix:/path", s)
+	}
+	switch kind {
+	case "unix", "local":
+		return "unix", rest, nil
+	case "inet", "inet6":
+		if port, host, ok := strings.Cut(rest, "@"); ok {
+			rest = net.JoinHostPort(host, port)
+		}
+		host, port, err := net.SplitHostPort(rest)
+		if err != nil || host == "" || port == "" {
+			return "", "", fmt.Errorf("%q: want inet:host:port", s)
+		}
+		return "tcp", net.JoinHostPort(host, port), nil
+	}
+	return "", "", fmt.Errorf("%q: unknown kind %q (want inet: or unix:)", s, kind)
+}
+
+// New checks cfg and returns the chain.
+func New(cfg Config) (*Chain, error) {
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.CommandTimeout <= 0 {
+		cfg.CommandTimeout = DefaultCommandTimeout
+	}
+	if cfg.ContentTimeout <= 0 {
+		cfg.ContentTimeout = DefaultContentTimeout
+	}
+	if cfg.Protocol == 0 {
+		cfg.Protocol = DefaultProtocol
+	}
+	if cfg.Protocol < 2 || cfg.Protocol > milter.MaxClientProtocolVersion {
+		return nil, fmt.Errorf("protocol version %d: want 2 to %d", cfg.Protocol, milter.MaxClientProtocolVersion)
+	}
+	switch cfg.DefaultAction {
+	case "":
+		cfg.DefaultAction = DefaultTempFail
+	case DefaultTempFail, DefaultAccept, DefaultReject:
+	default:
+		return nil, fmt.Errorf("default action %q: want tempfail, accept or reject", cfg.DefaultAction)
+	}
+	c := &Chain{cfg: cfg}
+	for _, m := range cfg.Milters {
+		network, address, err := ParseAddress(m)
+		if err != nil {
+			return nil, err
+		}
+		c.milters = append(c.milters, target{name: m, network: network, address: address})
+	}
+	if len(c.milters) == 0 {
+		return nil, errors.New("no milter")
+	}
+	return c, nil
+}
+
+// String names the milters, for logs.
+func (c *Chain) String() string {
+	return "milters " + strings.Join(c.cfg.Milters, ", ")
+}
+
+// Run passes the message in past every milter in order and writes what
+// to deliver to out. A milter's reject, tempfail or discard ends the
+// chain; a milter that fails (refused, timed out, garbled, gone) takes
+// the default action. The error is only for in and out.
+func (c *Chain) Run(ctx context.Context, env filter.Env, in io.Reader, out io.Writer) (filter.Result, error) {
+	start := time.Now()
+	br := bufio.NewReaderSize(in, 64<<10)
+	hdr, bodyStart, err := readHeader(br)
+	if err != nil {
+		if errors.Is(err, errHeaderTooLarge) {
+			return c.done(start, filter.Result{Action: filter.Reject, Reply: "552 5.3.4 Message header too large",
+				Status: "FILTER-ERROR", Detail: err.Error()}), nil
+		}
+		return filter.Result{}, fmt.Errorf("read message: %w", err)
+	}
+	body, err := c.spool(io.MultiReader(bytes.NewReader(bodyStart), br))
+	if err != nil {
+		return filter.Result{}, err
+	}
+	defer body.remove()
+
+	var quarantine []string
+	for _, m := range c.milters {
+		res, mods, err := c.one(ctx, m, env, hdr, body)
+		if err != nil {
+			res, skip := c.fallback(m, err)
+			if skip {
+				continue
+			}
+			return c.done(start, res), nil
+		}
+		if res != nil {
+			return c.done(start, *res), nil
+		}
+		for _, mod := range mods {
+			switch mod.Type {
+			case milter.ActionAddHeader:
+				hdr.add(mod.HeaderName, mod.HeaderValue)
+			case milter.ActionInsertHeader:
+				hdr.insert(int(mod.HeaderIndex), mod.HeaderName, mod.HeaderValue)
+			case milter.ActionChangeHeader:
+				hdr.change(int(mod.HeaderIndex), mod.HeaderName, mod.HeaderValue)
+			case milter.ActionQuarantine:
+				quarantine = append(quarantine, m.name+": "+mod.Reason)
+			}
+		}
+		if err := body.replace(mods); err != nil {
+			return filter.Result{}, err
+		}
+	}
+	if len(quarantine) > 0 {
+		// Held, not delivered: the message stays in the store as
+		// received, the reason in the verdict record.
+		return c.done(start, filter.Result{Action: filter.Drop, Reply: "250 2.0.0 Ok: queued (quarantined)",
+			Status: "QUARANTINED", Detail: strings.Join(quarantine, "; ")}), nil
+	}
+	n, err := writeMessage(out, hdr, body)
+	if err != nil {
+		return filter.Result{}, err
+	}
+	return c.done(start, filter.Result{Action: filter.Accept, Status: "FILTERED", Detail: c.String(), OutputSize: n}), nil
+}
+
+func (c *Chain) done(start time.Time, r filter.Result) filter.Result {
+	r.Duration = time.Since(start)
+	r.ExitCode = -1
+	return r
+}
+
+// fallback is the default action for a milter that failed; skip is true
+// when the chain goes on without it (accept).
+func (c *Chain) fallback(m target, err error) (filter.Result, bool) {
+	detail := m.name + ": " + err.Error()
+	switch c.cfg.DefaultAction {
+	case DefaultAccept:
+		return filter.Result{}, true
+	case DefaultReject:
+		return filter.Result{Action: filter.Reject, Reply: "550 5.5.0 Service unavailable", Status: "FILTER-ERROR", Detail: detail}, false
+	}
+	return filter.Result{Action: filter.TempFail, Reply: "451 4.7.1 Service unavailable - try again later", Status: "FILTER-ERROR", Detail: detail}, false
+}
+
+// one replays the transaction to one milter. A non-nil result ends the
+// chain (reject, tempfail, discard); nil with the modifications goes on.
+func (c *Chain) one(ctx context.Context, m target, env filter.Env, hdr *header, body *spooled) (*filter.Result, []milter.ModifyAction, error) {
+	deadline := time.Now().Add(c.cfg.ContentTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	macros := milter.NewMacroBag()
+	macros.Set(milter.MacroMTAFQDN, c.cfg.Hostname)
+	macros.Set(milter.MacroDaemonName, "sluice")
+	macros.Set(milter.MacroQueueId, env.MessageID)
+	if env.TLSVersion != "" {
+		macros.Set(milter.MacroTlsVersion, env.TLSVersion)
+		macros.Set(milter.MacroCipher, env.TLSCipher)
+	}
+	client := milter.NewClient(m.network, m.address,
+		milter.WithDialer(deadlineDialer{ctx: ctx, timeout: c.cfg.ConnectTimeout, deadline: deadline}),
+		milter.WithReadTimeout(c.cfg.CommandTimeout), milter.WithWriteTimeout(c.cfg.CommandTimeout),
+		milter.WithMaximumVersion(c.cfg.Protocol), milter.WithActions(actions))
+	s, err := client.Session(macros)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer s.Close()
+
+	steps := []func() (*milter.Action, error){
+		func() (*milter.Action, error) {
+			host, family, addr := clientOf(env.Client)
+			return s.Conn(host, family, 0, addr)
+		},
+		func() (*milter.Action, error) { return s.Helo(env.Helo) },
+		func() (*milter.Action, error) {
+			from := "<>"
+			if env.Sender != nil && *env.Sender != "<>" {
+				from = "<" + *env.Sender + ">"
+			}
+			return s.Mail(from, "")
+		},
+	}
+	for _, r := range env.Recipients {
+		steps = append(steps, func() (*milter.Action, error) { return s.Rcpt("<"+r+">", "") })
+	}
+	steps = append(steps, s.DataStart)
+	for _, f := range hdr.fields {
+		steps = append(steps, func() (*milter.Action, error) { return s.HeaderField(f.name, f.value, nil) })
+	}
+	steps = append(steps, s.HeaderEnd)
+	for _, step := range steps {
+		act, err := step()
+		if err != nil {
+			return nil, nil, err
+		}
+		if r, final := c.outcome(m, act); final {
+			return r, nil, nil
+		}
+	}
+	rd, err := body.open()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rd.Close()
+	mods, act, err := s.BodyReadFrom(rd)
+	if err != nil {
+		return nil, nil, err
+	}
+	// At the end of the message, accept means "with these changes".
+	if r, _ := c.outcome(m, act); r != nil {
+		return r, nil, nil
+	}
+	return nil, mods, nil
+}
+
+// outcome maps a milter's answer to a step: final is true when it
+// decided the message (accept before the end of the message included,
+// which delivers it unchanged by this milter: r is nil then).
+func (c *Chain) outcome(m target, act *milter.Action) (r *filter.Result, final bool) {
+	reply := strings.TrimSpace(strings.ReplaceAll(act.SMTPReply, "\r\n", " "))
+	switch act.Type {
+	case milter.ActionAccept:
+		return nil, true
+	case milter.ActionDiscard:
+		return &filter.Result{Action: filter.Drop, Reply: "250 2.0.0 Ok: queued as discarded",
+			Status: "DISCARDED", Detail: m.name}, true
+	case milter.ActionReject, milter.ActionRejectWithCode:
+		if reply == "" || act.SMTPCode < 400 || act.SMTPCode > 599 {
+			reply = "550 5.7.1 Command rejected"
+		}
+		return &filter.Result{Action: filter.Reject, Reply: reply, Status: "REJECTED", Detail: m.name}, true
+	case milter.ActionTempFail:
+		if reply == "" || act.SMTPCode < 400 || act.SMTPCode > 499 {
+			reply = "451 4.7.1 Service unavailable - try again later"
+		}
+		return &filter.Result{Action: filter.Reject, Reply: reply, Status: "TEMPFAILED", Detail: m.name}, true
+	}
+	return nil, false
+}
+
+// clientOf is the connect step's arguments for the client address: the
+// host name Postfix uses when it has none ("[ADDR]"), the family, the
+// address.
+func clientOf(client string) (string, milter.ProtoFamily, string) {
+	a, err := netip.ParseAddr(client)
+	if err != nil {
+		return "unknown", milter.FamilyUnknown, ""
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return "[" + a.String() + "]", milter.FamilyInet, a.String()
+	}
+	return "[" + a.String() + "]", milter.FamilyInet6, a.String()
+}
+
+// deadlineDialer connects within the connect timeout and gives the
+// connection the message's deadline: no milter holds a job past it.
+type deadlineDialer struct {
+	ctx      context.Context
+	timeout  time.Duration
+	deadline time.Time
+}
+
+func (d deadlineDialer) Dial(network, address string) (net.Conn, error) {
+	nd := net.Dialer{Timeout: d.timeout, Deadline: d.deadline}
+	conn, err := nd.DialContext(d.ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(d.deadline)
+	return conn, nil
+}
+
+// spooled is the body, kept in a temporary file so that every milter in
+// the chain reads it and the result is written after the last one.
+type spooled struct {
+	path string
+}
+
+func (c *Chain) spool(r io.Reader) (*spooled, error) {
+	f, err := os.CreateTemp(c.cfg.TempDir, "sluice-milter.*")
+	if err != nil {
+		return nil, fmt.Errorf("spool the body: %w", err)
+	}
+	s := &spooled{path: f.Name()}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		s.remove()
+		return nil, fmt.Errorf("read message: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		s.remove()
+		return nil, fmt.Errorf("spool the body: %w", err)
+	}
+	return s, nil
+}
+
+func (s *spooled) open() (*os.File, error) { return os.Open(s.path) }
+func (s *spooled) remove()                 { _ = os.Remove(s.path) }
+
+// replace writes a milter's replacement body (its ReplaceBody chunks, in
+// order) over the spooled one; without any it leaves it.
+func (s *spooled) replace(mods []milter.ModifyAction) error {
+	var f *os.File
+	for _, m := range mods {
+		if m.Type != milter.ActionReplaceBody {
+			continue
+		}
+		if f == nil {
+			var err error
+			if f, err = os.Create(s.path); err != nil {
+				return fmt.Errorf("replace the body: %w", err)
+			}
+		}
+		if _, err := f.Write(crlf(m.Body)); err != nil {
+			f.Close()
+			return fmt.Errorf("replace the body: %w", err)
+		}
+	}
+	if f != nil {
+		return f.Close()
+	}
+	return nil
+}
+
+// crlf turns bare LF line ends into CRLF: milters may send either.
+func crlf(b []byte) []byte {
+	if !bytes.Contains(b, []byte("\n")) {
+		return b
+	}
+	var out bytes.Buffer
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out.WriteByte('\r')
+		}
+		out.WriteByte(c)
+	}
+	return out.Bytes()
+}
+
+// writeMessage writes the header fields, the blank line and the body.
+func writeMessage(out io.Writer, hdr *header, body *spooled) (int64, error) {
+	var buf bytes.Buffer
+	for _, f := range hdr.fields {
+		if f.raw != nil {
+			buf.Write(f.raw)
+			continue
+		}
+		buf.WriteString(f.name)
+		buf.WriteString(":")
+		if !strings.HasPrefix(f.value, " ") && !strings.HasPrefix(f.value, "\t") {
+			buf.WriteString(" ")
+		}
+		buf.Write(crlf([]byte(f.value)))
+		buf.WriteString("\r\n")
+	}
+	buf.WriteString("\r\n")
+	n, err := out.Write(buf.Bytes())
+	if err != nil {
+		return int64(n), err
+	}
+	rd, err := body.open()
+	if err != nil {
+		return int64(n), err
+	}
+	defer rd.Close()
+	m, err := io.Copy(out, rd)
+	return int64(n) + m, err
+}

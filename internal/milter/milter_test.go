@@ -1,0 +1,267 @@
+package milter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/miltertest"
+)
+
+const message = "Received: from client\r\n\tby mx; Mon, 2 Jan 2006 15:04:05 +0000\r\n" +
+	"From: Alice <alice@example.com>\r\nSubject:tight\r\nX-Delete-Me: 1\r\n\r\n" +
+	"Hello Bob,\r\n.a dotted line\r\nBye.\r\n"
+
+func testEnv() filter.Env {
+	sender := "alice@example.com"
+	return filter.Env{Sender: &sender, Recipients: []string{"bob@example.com", "carol@example.com"},
+		Client: "192.0.2.1", Helo: "client.example.net", MessageID: "id123"}
+}
+
+func newChain(t *testing.T, cfg Config) *Chain {
+	t.Helper()
+	cfg.Hostname = "mx.example.org"
+	cfg.TempDir = t.TempDir()
+	if cfg.CommandTimeout == 0 {
+		cfg.CommandTimeout = 5 * time.Second
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func run(t *testing.T, c *Chain, msg string) (filter.Result, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	res, err := c.Run(ctx, testEnv(), strings.NewReader(msg), &out)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return res, out.String()
+}
+
+// The transaction reaches the milter as an MTA sends it, and its header
+// changes are applied: added, inserted, changed, deleted; the fields it
+// did not touch and the body stay byte for byte.
+func TestChainReplaysAndModifies(t *testing.T) {
+	st := &miltertest.Peer{EOM: func(m milter.Modifier) (*milter.Response, error) {
+		if err := m.AddHeader("X-Milter", "added"); err != nil {
+			return nil, err
+		}
+		if err := m.InsertHeader(0, "X-First", "inserted at the top"); err != nil {
+			return nil, err
+		}
+		if err := m.ChangeHeader(1, "subject", "changed"); err != nil {
+			return nil, err
+		}
+		if err := m.ChangeHeader(1, "X-Delete-Me", ""); err != nil {
+			return nil, err
+		}
+		return milter.RespAccept, nil
+	}}
+	c := newChain(t, Config{Milters: []string{miltertest.Start(t, st)}})
+	res, out := run(t, c, message)
+	if res.Action != filter.Accept || res.OutputSize != int64(len(out)) {
+		t.Fatalf("result %+v, output %d bytes", res, len(out))
+	}
+	want := "X-First: inserted at the top\r\n" +
+		"Received: from client\r\n\tby mx; Mon, 2 Jan 2006 15:04:05 +0000\r\n" +
+		"From: Alice <alice@example.com>\r\nSubject: changed\r\nX-Milter: added\r\n\r\n" +
+		"Hello Bob,\r\n.a dotted line\r\nBye.\r\n"
+	if out != want {
+		t.Errorf("delivered:\n%q\nwant:\n%q", out, want)
+	}
+	seen := strings.Join(st.Lines(), "\n")
+	for _, w := range []string{
+		"connect [192.0.2.1] tcp4 192.0.2.1", "macro j=mx.example.org", "macro {daemon_name}=sluice",
+		"helo client.example.net", "mail <<alice@example.com>>", "rcpt <<bob@example.com>>", "rcpt <<carol@example.com>>",
+		"header Received: from client\n\tby mx; Mon, 2 Jan 2006 15:04:05 +0000", "header Subject: tight", "macro i=id123",
+	} {
+		if !strings.Contains(seen, w) {
+			t.Errorf("the milter was not told %q; it saw:\n%s", w, seen)
+		}
+	}
+	if got := st.Body(); got != "Hello Bob,\r\n.a dotted line\r\nBye.\r\n" {
+		t.Errorf("the milter got the body %q", got)
+	}
+}
+
+// Two milters in order: the second sees what the first added; a
+// replacement body is delivered.
+func TestChainInOrderAndReplaceBody(t *testing.T) {
+	first := &miltertest.Peer{EOM: func(m milter.Modifier) (*milter.Response, error) {
+		if err := m.AddHeader("X-Spam-Flag", "NO"); err != nil {
+			return nil, err
+		}
+		return milter.RespAccept, m.ReplaceBody(strings.NewReader("new body\nsecond line\n"))
+	}}
+	second := &miltertest.Peer{}
+	c := newChain(t, Config{Milters: []string{miltertest.Start(t, first), miltertest.Start(t, second)}})
+	res, out := run(t, c, message)
+	if res.Action != filter.Accept {
+		t.Fatalf("result %+v", res)
+	}
+	if !strings.HasSuffix(out, "X-Spam-Flag: NO\r\n\r\nnew body\r\nsecond line\r\n") {
+		t.Errorf("delivered:\n%q", out)
+	}
+	if !strings.Contains(strings.Join(second.Lines(), "\n"), "header X-Spam-Flag: NO") {
+		t.Errorf("the second milter did not see the first one's header: %v", second.Lines())
+	}
+	if got := second.Body(); got != "new body\r\nsecond line\r\n" {
+		t.Errorf("the second milter got the body %q", got)
+	}
+}
+
+// Each outcome maps onto the filter contract, wherever the milter
+// decides.
+func TestChainOutcomes(t *testing.T) {
+	custom, err := milter.RejectWithCodeAndReason(554, "5.7.1 spam, go away")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		st     *miltertest.Peer
+		action filter.Action
+		reply  string
+		status string
+	}{
+		{"reject at RCPT with its own reply", &miltertest.Peer{Rcpt: func(r string) *milter.Response {
+			if r == "<carol@example.com>" {
+				return custom
+			}
+			return nil
+		}}, filter.Reject, "554 5.7.1 spam, go away", "REJECTED"},
+		{"reject at the end", &miltertest.Peer{EOM: func(milter.Modifier) (*milter.Response, error) { return milter.RespReject, nil }},
+			filter.Reject, "550 5.7.1 Command rejected", "REJECTED"},
+		{"tempfail at a header", &miltertest.Peer{Header: func(string) *milter.Response { return milter.RespTempFail }},
+			filter.Reject, "451 4.7.1 Service unavailable - try again later", "TEMPFAILED"},
+		{"discard", &miltertest.Peer{EOM: func(milter.Modifier) (*milter.Response, error) { return milter.RespDiscard, nil }},
+			filter.Drop, "250 2.0.0 Ok: queued as discarded", "DISCARDED"},
+		{"quarantine", &miltertest.Peer{EOM: func(m milter.Modifier) (*milter.Response, error) {
+			return milter.RespAccept, m.Quarantine("looks odd")
+		}}, filter.Drop, "250 2.0.0 Ok: queued (quarantined)", "QUARANTINED"},
+		{"accept at connect", &miltertest.Peer{Connect: milter.RespAccept}, filter.Accept, "", "FILTERED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newChain(t, Config{Milters: []string{miltertest.Start(t, tc.st)}})
+			res, out := run(t, c, message)
+			if res.Action != tc.action || res.Reply != tc.reply || res.Status != tc.status {
+				t.Errorf("got %v %q %q (%s), want %v %q %q", res.Action, res.Reply, res.Status, res.Detail, tc.action, tc.reply, tc.status)
+			}
+			if tc.action == filter.Accept && out != message {
+				t.Errorf("delivered %q, want the message unchanged", out)
+			}
+			if tc.status == "QUARANTINED" && !strings.Contains(res.Detail, "looks odd") {
+				t.Errorf("quarantine reason missing from %q", res.Detail)
+			}
+		})
+	}
+}
+
+// A milter that cannot be used takes milter_default_action, whatever
+// went wrong: refused, silent past the command timeout, garbage, gone
+// in the middle of the body.
+func TestChainDefaultAction(t *testing.T) {
+	refused := func(t *testing.T) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return "inet:" + addr
+	}
+	slow := func(t *testing.T) string { return miltertest.Start(t, &miltertest.Peer{Sleep: 2 * time.Second}) }
+	garbage := func(t *testing.T) string {
+		return rawPeer(t, func(c net.Conn) { _, _ = c.Write([]byte("\x00\x00\x00\x05Zjunk garbage")) })
+	}
+	goneMidBody := func(t *testing.T) string {
+		return miltertest.Start(t, &miltertest.Peer{EOM: func(milter.Modifier) (*milter.Response, error) {
+			return nil, errors.New("the milter dies")
+		}})
+	}
+	for _, fault := range []struct {
+		name string
+		addr func(*testing.T) string
+	}{{"refused", refused}, {"timeout", slow}, {"garbage", garbage}, {"gone", goneMidBody}} {
+		for _, def := range []struct {
+			action string
+			want   filter.Action
+			reply  string
+		}{
+			{DefaultTempFail, filter.TempFail, "451 4.7.1 Service unavailable - try again later"},
+			{DefaultAccept, filter.Accept, ""},
+			{DefaultReject, filter.Reject, "550 5.5.0 Service unavailable"},
+		} {
+			t.Run(fault.name+"/"+def.action, func(t *testing.T) {
+				c := newChain(t, Config{Milters: []string{fault.addr(t)}, DefaultAction: def.action,
+					CommandTimeout: 300 * time.Millisecond})
+				res, out := run(t, c, message)
+				if res.Action != def.want || res.Reply != def.reply {
+					t.Errorf("got %v %q (%s), want %v %q", res.Action, res.Reply, res.Detail, def.want, def.reply)
+				}
+				if def.want == filter.Accept && out != message {
+					t.Errorf("delivered %q, want the message unchanged", out)
+				}
+			})
+		}
+	}
+}
+
+// rawPeer accepts connections and hands each to serve.
+func rawPeer(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.ReadFull(c, make([]byte, 4))
+				serve(c)
+			}()
+		}
+	}()
+	return "inet:" + ln.Addr().String()
+}
+
+func TestParseAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"inet:127.0.0.1:8891":     "tcp 127.0.0.1:8891",
+		"inet:8891@127.0.0.1":     "tcp 127.0.0.1:8891",
+		"inet:[::1]:11332":        "tcp [::1]:11332",
+		"inet6:[::1]:11332":       "tcp [::1]:11332",
+		"unix:/run/opendkim.sock": "unix /run/opendkim.sock",
+		"local:/run/x.sock":       "unix /run/x.sock",
+	} {
+		n, a, err := ParseAddress(in)
+		if err != nil || n+" "+a != want {
+			t.Errorf("%q: %q %q %v, want %q", in, n, a, err, want)
+		}
+	}
+	for _, bad := range []string{"", "inet:", "inet:localhost", "tcp:127.0.0.1:1", "127.0.0.1:8891"} {
+		if _, _, err := ParseAddress(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
