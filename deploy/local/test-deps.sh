@@ -34,6 +34,14 @@ command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # unit's ExecStart and its init script with sluice-edge in its place;
 # make bench measures it beside the edge).
 [ -x /usr/sbin/proxsmtpd ] || need_apt+=(proxsmtp)
+# Milters (issue 11): OpenDKIM signs, opendkim-genkey makes the test's
+# key, dkimpy (python3-dkim, for Debian's /usr/bin/python3) verifies.
+command -v opendkim >/dev/null || [ -x /usr/sbin/opendkim ] || need_apt+=(opendkim)
+command -v opendkim-genkey >/dev/null || [ -x /usr/sbin/opendkim-genkey ] || need_apt+=(opendkim-tools)
+/usr/bin/python3 -c 'import dkim' 2>/dev/null || need_apt+=(python3-dkim)
+# spamass-milter in front of spamd (SpamAssassin's rules ship with it).
+command -v spamd >/dev/null || [ -x /usr/sbin/spamd ] || need_apt+=(spamd)
+command -v spamass-milter >/dev/null || [ -x /usr/sbin/spamass-milter ] || need_apt+=(spamass-milter)
 # nftables and iproute2, for TransparentProxy between network namespaces.
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
