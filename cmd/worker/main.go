@@ -109,7 +109,7 @@ func open(ctx context.Context, cfg *config.Config, mon *monitor.Server, metrics 
 		return nil, nil, fmt.Errorf("job queue: %w", err)
 	}
 	mon.SetCheck("queue", q.Ready)
-	f, err := wiring.Filter(cfg)
+	f, err := wiring.Filter(cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -244,7 +244,7 @@ func WriteSummary(w io.Writer, results []Result) error {
 	return bw.Flush()
 }
 
-// Target is one of the throughput and cost targets (issue 10): a metric
+// Target is one of the throughput and cost targets (issues 10, 11): a metric
 // of one benchmark against a bound, shown beside the reference the same
 // benchmark measured in the same run.
 type Target struct {
@@ -268,12 +268,14 @@ var Targets = []Target{
 	{"5 100 MiB message: MiB over idle RSS", "BenchmarkMemory", "100MiB-hwm-over-idle-MiB", true, 64, "idle-rss-MiB"},
 	{"5 2,000 idle sessions: RSS MiB", "BenchmarkMemory", "2000sessions-rss-MiB", true, 200, "idle-rss-MiB"},
 	{"6 scale-out: 4 workers' msgs/s over 1's", "BenchmarkScaleOut", "4-over-1", false, 3.5, "1worker-msgs/s"},
+	{"11 accept-all milter: msgs/s over cat's", "BenchmarkCost", "edge_milter-over-cat", false, 2, "edge_cat-msgs/s"},
+	{"11 accept-all milter: msgs/s over no filter's", "BenchmarkCost", "edge_milter-of-nofilter", false, 0.5, "edge_nofilter-msgs/s"},
 }
 
 // writeTargets prints each target's median over runs, its bound, whether
 // the median meets it, and the reference beside it.
 func writeTargets(w io.Writer, values func(name, unit string) []float64) {
-	fmt.Fprintf(w, "\nissue 10 targets (median (min..max) over runs):\n")
+	fmt.Fprintf(w, "\nthroughput targets, issues 10 and 11 (median (min..max) over runs):\n")
 	for _, t := range Targets {
 		v := values(t.Bench, t.Unit)
 		if len(v) == 0 {

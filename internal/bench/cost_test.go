@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-mail/sluice/internal/miltertest"
 )
 
 // BenchmarkCost (issue 10, targets 2 and 3) is the issue's table, side by
@@ -21,6 +23,8 @@ import (
 //	wire           smtp-source straight to the sink (the bare exchange)
 //	edge_nofilter  the edge binary, embedded default, no FilterCommand
 //	edge_cat       the same with FilterCommand cat
+//	edge_milter    the same with an accept-all milter (a go-milter server in
+//	               this process, so its CPU is not in the edge's) instead
 //	proxsmtpd_cat  Debian's proxsmtpd with cat, when installed
 //
 // For each: msgs/s, and CPU ms per message of the server process and the
@@ -42,7 +46,7 @@ func BenchmarkCost(b *testing.B) {
 // the CPU of each server process is counted.
 func TestCostPaths(t *testing.T) {
 	m := cost(t, 5)
-	for _, unit := range []string{"wire-msgs/s", "edge_nofilter-msgs/s", "edge_cat-msgs/s", "edge_cat-of-spawn-limit"} {
+	for _, unit := range []string{"wire-msgs/s", "edge_nofilter-msgs/s", "edge_cat-msgs/s", "edge_milter-msgs/s", "edge_cat-of-spawn-limit"} {
 		if m[unit] <= 0 {
 			t.Errorf("%s: %v", unit, m[unit])
 		}
@@ -69,6 +73,8 @@ func cost(tb testing.TB, n int) map[string]float64 {
 	paths = append(paths, path{"edge_nofilter", addr, pid})
 	addr, pid = startEdgeProcess(tb, edgeBin, s.addr, "cat")
 	paths = append(paths, path{"edge_cat", addr, pid})
+	addr, pid = startEdgeProcess(tb, edgeBin, s.addr, "", "filter.milters: "+miltertest.Start(tb, &miltertest.Peer{}))
+	paths = append(paths, path{"edge_milter", addr, pid})
 	if _, err := os.Stat(proxsmtpdPath); err == nil {
 		addr, pid = startProxsmtpdProcess(tb, s.addr)
 		paths = append(paths, path{"proxsmtpd_cat", addr, pid})
@@ -98,6 +104,8 @@ func cost(tb testing.TB, n int) map[string]float64 {
 	spawn := spawnRate(tb, 2, 200, message(messageSize))
 	m["spawn-runs/s"] = spawn
 	m["edge_cat-of-spawn-limit"] = m["edge_cat-msgs/s"] / spawn
+	m["edge_milter-over-cat"] = m["edge_milter-msgs/s"] / m["edge_cat-msgs/s"]
+	m["edge_milter-of-nofilter"] = m["edge_milter-msgs/s"] / m["edge_nofilter-msgs/s"]
 	if p := m["proxsmtpd_cat-cpu-ms/msg"]; p > 0 {
 		m["edge_cat-cpu-vs-proxsmtpd"] = m["edge_cat-cpu-ms/msg"] / p
 	}
@@ -133,13 +141,16 @@ func buildEdge(tb testing.TB) string {
 // startEdgeProcess runs the edge binary on its embedded default, in the
 // foreground (-d 3, logging to /dev/null), and returns its address and
 // pid once it listens.
-func startEdgeProcess(tb testing.TB, bin, sinkAddr, filterCommand string) (string, int) {
+func startEdgeProcess(tb testing.TB, bin, sinkAddr, filterCommand string, lines ...string) (string, int) {
 	tb.Helper()
 	dir := tb.TempDir()
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(tb))
 	conf := fmt.Sprintf("Listen: %s\nOutAddress: %s\nTempDirectory: %s\n", addr, sinkAddr, dir)
 	if filterCommand != "" {
 		conf += "FilterCommand: " + filterCommand + "\n"
+	}
+	for _, l := range lines {
+		conf += l + "\n"
 	}
 	return addr, startServer(tb, dir, conf, addr, bin, "-d", "3", "--data-dir", filepath.Join(dir, "data"))
 }

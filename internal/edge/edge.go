@@ -402,7 +402,7 @@ func (e *Edge) startWorkers(ctx context.Context, qo queue.Options) error {
 	if err != nil {
 		return fmt.Errorf("worker queue connection: %w", err)
 	}
-	f, err := wiring.Filter(e.cfg)
+	f, err := wiring.Filter(e.cfg, e.log.With("component", "worker"))
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,18 @@ func TestMilterOpenDKIM(t *testing.T) {
 	e := startEdge(t, "OutAddress: "+sink.addr+"\nFilterCommand: cat\nfilter.milters: inet:127.0.0.1:"+port+"\n")
 	checkSwaksOK(t, swaks(t, e.addr, nil, "--header", "Subject: signed by OpenDKIM through sluice",
 		"--body", "Hello Bob,\nthis message is signed.\n"))
-	ms := sink.waitMessages(t, 1)
+	// A second one, on the connection to OpenDKIM the first left (QUIT_NC).
+	checkSwaksOK(t, swaks(t, e.addr, nil, "--header", "Subject: the second", "--body", "Again.\n"))
+	ms := sink.waitMessages(t, 2)
+	if ms[0].header("Subject") != "signed by OpenDKIM through sluice" {
+		ms[0], ms[1] = ms[1], ms[0]
+	}
+	if !strings.Contains(ms[1].header("DKIM-Signature"), "d=example.com") {
+		t.Errorf("the second message is not signed:\n%s", ms[1].raw)
+	}
+	if strings.Contains(e.stderr.String(), "QUIT_NC") {
+		t.Log("OpenDKIM did not answer on a reused connection: the edge went to one connection per message")
+	}
 	sig := ms[0].header("DKIM-Signature")
 	if !strings.Contains(sig, "d=example.com") || !strings.Contains(sig, "s=test") {
 		t.Fatalf("delivered without OpenDKIM's signature (DKIM-Signature %q):\n%s", sig, ms[0].raw)

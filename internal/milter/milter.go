@@ -21,10 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/d--j/go-milter"
@@ -67,12 +69,15 @@ type Config struct {
 	Protocol       uint32        // milter protocol version offered, 2..6
 	Hostname       string        // the j macro
 	TempDir        string        // where the body is spooled between milters
+	MaxIdle        int           // idle connections kept per milter (the worker's slots); 0 = none
+	Logger         *slog.Logger  // nil: no log
 }
 
 // Chain is the configured milters, applied in order, as a filter.Filter.
 type Chain struct {
 	cfg     Config
 	milters []target
+	pools   []*pool // one per milter
 }
 
 type target struct {
@@ -135,6 +140,7 @@ func New(cfg Config) (*Chain, error) {
 			return nil, err
 		}
 		c.milters = append(c.milters, target{name: m, network: network, address: address})
+		c.pools = append(c.pools, &pool{max: cfg.MaxIdle})
 	}
 	if len(c.milters) == 0 {
 		return nil, errors.New("no milter")
@@ -169,8 +175,8 @@ func (c *Chain) Run(ctx context.Context, env filter.Env, in io.Reader, out io.Wr
 	defer body.remove()
 
 	var quarantine []string
-	for _, m := range c.milters {
-		res, mods, err := c.one(ctx, m, env, hdr, body)
+	for i, m := range c.milters {
+		res, mods, err := c.one(ctx, i, env, hdr, body)
 		if err != nil {
 			res, skip := c.fallback(m, err)
 			if skip {
@@ -231,7 +237,10 @@ func (c *Chain) fallback(m target, err error) (filter.Result, bool) {
 
 // one replays the transaction to one milter. A non-nil result ends the
 // chain (reject, tempfail, discard); nil with the modifications goes on.
-func (c *Chain) one(ctx context.Context, m target, env filter.Env, hdr *header, body *spooled) (*filter.Result, []milter.ModifyAction, error) {
+// A connection from the pool that fails before the milter answered the
+// connect step (a milter that does not take QUIT_NC, or closed an idle
+// connection) is replaced once by a new one.
+func (c *Chain) one(ctx context.Context, i int, env filter.Env, hdr *header, body *spooled) (*filter.Result, []milter.ModifyAction, error) {
 	deadline := time.Now().Add(c.cfg.ContentTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -244,16 +253,60 @@ func (c *Chain) one(ctx context.Context, m target, env filter.Env, hdr *header, 
 		macros.Set(milter.MacroTlsVersion, env.TLSVersion)
 		macros.Set(milter.MacroCipher, env.TLSCipher)
 	}
-	client := milter.NewClient(m.network, m.address,
-		milter.WithDialer(deadlineDialer{ctx: ctx, timeout: c.cfg.ConnectTimeout, deadline: deadline}),
-		milter.WithReadTimeout(c.cfg.CommandTimeout), milter.WithWriteTimeout(c.cfg.CommandTimeout),
-		milter.WithMaximumVersion(c.cfg.Protocol), milter.WithActions(actions))
-	s, err := client.Session(macros)
-	if err != nil {
-		return nil, nil, err
+	for attempt := 0; ; attempt++ {
+		conn, reused, err := c.session(ctx, i, macros, deadline, attempt == 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		r, mods, answered, err := c.replay(ctx, conn, reused, deadline, env, hdr, body)
+		if err != nil && reused && !answered {
+			if !errors.Is(err, errNoReuseAnswer) {
+				continue // replay closed it; the milter restarted, say
+			}
+			// replay closed it. Many milters built on Sendmail's
+			// libmilter (OpenDKIM, spamass-milter) do not answer on a
+			// connection after QUIT_NC: from now on this one gets a
+			// connection per message.
+			if c.pools[i].disable() && c.cfg.Logger != nil {
+				c.cfg.Logger.Warn("milter does not take a second message on a connection (QUIT_NC): one connection per message from now on",
+					"milter", c.milters[i].name, "err", err)
+			}
+			continue
+		}
+		return r, mods, err
 	}
-	defer s.Close()
+}
 
+var errNoReuseAnswer = errors.New("no answer on a reused connection")
+
+// reuseProbe bounds the wait for a reused connection's first answer: a
+// milter that ignores QUIT_NC says nothing at all.
+const reuseProbe = 2 * time.Second
+
+// replay runs the steps on one session and gives it back to the pool
+// when the milter can take another message on it. answered is true once
+// the milter answered the connect step.
+func (c *Chain) replay(ctx context.Context, conn *pooledConn, reused bool, deadline time.Time, env filter.Env, hdr *header, body *spooled) (r *filter.Result, mods []milter.ModifyAction, answered bool, err error) {
+	s := conn.s
+	// The library sets a deadline per read and write (the command
+	// timeout); the message's own deadline closes the connection.
+	mctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	stopDeadline := context.AfterFunc(mctx, func() { _ = conn.conn.Close() })
+	var probe *time.Timer
+	if reused {
+		probe = time.AfterFunc(reuseProbe, func() { _ = conn.conn.Close() })
+	}
+	reusable := false
+	defer func() {
+		// A closer that already ran closed the connection.
+		intact := stopDeadline() && (probe == nil || probe.Stop())
+		if reusable && intact && err == nil {
+			c.pools[conn.i].put(conn)
+		} else {
+			conn.close()
+		}
+	}()
 	steps := []func() (*milter.Action, error){
 		func() (*milter.Action, error) {
 			host, family, addr := clientOf(env.Client)
@@ -276,29 +329,132 @@ func (c *Chain) one(ctx context.Context, m target, env filter.Env, hdr *header, 
 		steps = append(steps, func() (*milter.Action, error) { return s.HeaderField(f.name, f.value, nil) })
 	}
 	steps = append(steps, s.HeaderEnd)
-	for _, step := range steps {
+	for n, step := range steps {
 		act, err := step()
-		if err != nil {
-			return nil, nil, err
+		if n == 0 && probe != nil {
+			fired := !probe.Stop()
+			probe = nil
+			if fired {
+				return nil, nil, false, errNoReuseAnswer
+			}
 		}
-		if r, final := c.outcome(m, act); final {
-			return r, nil, nil
+		if err != nil {
+			return nil, nil, n > 0, err
+		}
+		answered = true
+		if r, final := c.outcome(c.milters[conn.i], act); final {
+			// Decided before the end: past HELO the transaction can be
+			// aborted and the connection used again.
+			reusable = n >= 1 && s.Abort(nil) == nil
+			return r, nil, true, nil
 		}
 	}
 	rd, err := body.open()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, true, err
 	}
 	defer rd.Close()
 	mods, act, err := s.BodyReadFrom(rd)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, true, err
 	}
+	reusable = true // End leaves the session after HELO
 	// At the end of the message, accept means "with these changes".
-	if r, _ := c.outcome(m, act); r != nil {
-		return r, nil, nil
+	if r, _ := c.outcome(c.milters[conn.i], act); r != nil {
+		return r, nil, true, nil
 	}
-	return nil, mods, nil
+	return nil, mods, true, nil
+}
+
+// session is a connection to milter i for one message: an idle one
+// from the pool (reset with QUIT_NC), when pooled allows, else a new one.
+func (c *Chain) session(ctx context.Context, i int, macros milter.Macros, deadline time.Time, pooled bool) (*pooledConn, bool, error) {
+	if pooled {
+		for conn := c.pools[i].get(); conn != nil; conn = c.pools[i].get() {
+			if err := conn.conn.SetDeadline(deadline); err == nil && conn.s.Reset(macros) == nil {
+				return conn, true, nil
+			}
+			conn.close()
+		}
+	}
+	m := c.milters[i]
+	d := &deadlineDialer{ctx: ctx, timeout: c.cfg.ConnectTimeout, deadline: deadline}
+	client := milter.NewClient(m.network, m.address, milter.WithDialer(d),
+		milter.WithReadTimeout(c.cfg.CommandTimeout), milter.WithWriteTimeout(c.cfg.CommandTimeout),
+		milter.WithMaximumVersion(c.cfg.Protocol), milter.WithActions(actions))
+	s, err := client.Session(macros)
+	if err != nil {
+		if d.conn != nil {
+			d.conn.Close()
+		}
+		return nil, false, err
+	}
+	return &pooledConn{i: i, s: s, conn: d.conn}, false, nil
+}
+
+// pooledConn is one milter connection and the session on it.
+type pooledConn struct {
+	i    int // which milter
+	s    *milter.ClientSession
+	conn net.Conn
+}
+
+func (p *pooledConn) close() { _ = p.s.Close() }
+
+// pool keeps up to max idle connections to one milter (protocol version
+// 6's QUIT_NC lets a connection serve the next message), so that a
+// message does not pay a TCP connection and the negotiation.
+type pool struct {
+	mu   sync.Mutex
+	idle []*pooledConn
+	max  int
+}
+
+// disable stops pooling for good and closes what is idle; it reports
+// whether pooling was on.
+func (p *pool) disable() bool {
+	p.mu.Lock()
+	was := p.max > 0
+	p.max = 0
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, conn := range idle {
+		conn.close()
+	}
+	return was
+}
+
+func (p *pool) get() *pooledConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle) == 0 {
+		return nil
+	}
+	conn := p.idle[len(p.idle)-1]
+	p.idle = p.idle[:len(p.idle)-1]
+	return conn
+}
+
+func (p *pool) put(conn *pooledConn) {
+	p.mu.Lock()
+	if len(p.idle) < p.max {
+		p.idle = append(p.idle, conn)
+		conn = nil
+	}
+	p.mu.Unlock()
+	if conn != nil {
+		conn.close()
+	}
+}
+
+// Close closes the idle connections.
+func (c *Chain) Close() {
+	for _, p := range c.pools {
+		for conn := p.get(); conn != nil; conn = p.get() {
+			conn.close()
+		}
+	}
 }
 
 // outcome maps a milter's answer to a step: final is true when it
@@ -342,20 +498,23 @@ func clientOf(client string) (string, milter.ProtoFamily, string) {
 }
 
 // deadlineDialer connects within the connect timeout and gives the
-// connection the message's deadline: no milter holds a job past it.
+// connection the message's deadline: no milter holds a job past it. It
+// keeps the connection, whose deadline each later message sets anew.
 type deadlineDialer struct {
 	ctx      context.Context
 	timeout  time.Duration
 	deadline time.Time
+	conn     net.Conn
 }
 
-func (d deadlineDialer) Dial(network, address string) (net.Conn, error) {
+func (d *deadlineDialer) Dial(network, address string) (net.Conn, error) {
 	nd := net.Dialer{Timeout: d.timeout, Deadline: d.deadline}
 	conn, err := nd.DialContext(d.ctx, network, address)
 	if err != nil {
 		return nil, err
 	}
 	_ = conn.SetDeadline(d.deadline)
+	d.conn = conn
 	return conn, nil
 }
 

@@ -265,3 +265,51 @@ func TestParseAddress(t *testing.T) {
 		}
 	}
 }
+
+// Connections are kept and used again (QUIT_NC) up to MaxIdle per
+// milter, also after a reject; one the milter dropped while idle is
+// replaced without failing the message.
+func TestChainReusesConnections(t *testing.T) {
+	st := &miltertest.Peer{Rcpt: func(r string) *milter.Response {
+		if r == "<reject@example.com>" {
+			return milter.RespReject
+		}
+		return nil
+	}}
+	c := newChain(t, Config{Milters: []string{miltertest.Start(t, st)}, MaxIdle: 2})
+	defer c.Close()
+	for i := range 3 {
+		if res, _ := run(t, c, message); res.Action != filter.Accept {
+			t.Fatalf("message %d: %+v", i, res)
+		}
+	}
+	env := testEnv()
+	env.Recipients = []string{"reject@example.com"}
+	var out bytes.Buffer
+	if res, err := c.Run(context.Background(), env, strings.NewReader(message), &out); err != nil || res.Action != filter.Reject {
+		t.Fatalf("reject: %+v %v", res, err)
+	}
+	if res, _ := run(t, c, message); res.Action != filter.Accept {
+		t.Fatalf("after the reject: %+v", res)
+	}
+	if n := st.Conns(); n != 1 {
+		t.Errorf("5 messages one after another took %d connections, want 1", n)
+	}
+	if got := strings.Count(strings.Join(st.Lines(), "\n"), "macro i=id123"); got != 4 {
+		t.Errorf("the milter saw %d ends of message, want 4", got)
+	}
+
+	// The idle connection dies (the milter restarted): the next message
+	// goes through on a new one.
+	for conn := c.pools[0].get(); conn != nil; conn = c.pools[0].get() {
+		conn.conn.Close()
+		c.pools[0].put(conn)
+		break
+	}
+	if res, _ := run(t, c, message); res.Action != filter.Accept {
+		t.Fatalf("after the idle connection died: %+v", res)
+	}
+	if n := st.Conns(); n != 2 {
+		t.Errorf("%d connections, want a second one after the first died", n)
+	}
+}

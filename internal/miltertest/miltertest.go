@@ -29,9 +29,10 @@ type Peer struct {
 	EOM     func(m milter.Modifier) (*milter.Response, error) // nil: accept
 	Sleep   time.Duration                                     // before answering the end of the header
 
-	mu   sync.Mutex
-	seen []string // "connect [192.0.2.1] tcp4 192.0.2.1", "helo ...", "mail <...>", "rcpt <...>", "header N: V", "macro j=..."
-	body bytes.Buffer
+	mu    sync.Mutex
+	conns int      // connections accepted
+	seen  []string // "connect [192.0.2.1] tcp4 192.0.2.1", "helo ...", "mail <...>", "rcpt <...>", "header N: V", "macro j=..."
+	body  bytes.Buffer
 }
 
 func (s *Peer) log(line string) {
@@ -122,7 +123,7 @@ func Start(t testing.TB, st *Peer) string {
 		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroMTAFQDN, milter.MacroDaemonName}),
 		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
 	)
-	go func() { _ = srv.Serve(ln) }()
+	go func() { _ = srv.Serve(countingListener{ln, st}) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "inet:" + ln.Addr().String()
 }
@@ -132,4 +133,26 @@ func (s *Peer) Body() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.body.String()
+}
+
+// Conns is the number of connections the milter accepted.
+func (s *Peer) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
+}
+
+type countingListener struct {
+	net.Listener
+	p *Peer
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.p.mu.Lock()
+		l.p.conns++
+		l.p.mu.Unlock()
+	}
+	return c, err
 }

@@ -150,7 +150,7 @@ func FilterSpec(cfg *config.Config) filter.Spec {
 // (filter.milters), either alone, or nil for neither: the message is
 // then delivered as received. The configuration checked the milters'
 // settings; an error here is a bug.
-func Filter(cfg *config.Config) (filter.Filter, error) {
+func Filter(cfg *config.Config, log *slog.Logger) (filter.Filter, error) {
 	var cmd filter.Filter
 	if cfg.FilterCommand != "" {
 		cmd = filter.Command(FilterSpec(cfg))
@@ -163,7 +163,8 @@ func Filter(cfg *config.Config) (filter.Filter, error) {
 		Milters: f.Milters, DefaultAction: f.MilterDefaultAction,
 		ConnectTimeout: f.MilterConnectTimeout, CommandTimeout: f.MilterCommandTimeout,
 		ContentTimeout: f.MilterContentTimeout, Protocol: uint32(f.MilterProtocol),
-		Hostname: cfg.Hostname, TempDir: cfg.TempDirectory,
+		Hostname: cfg.Hostname, TempDir: cfg.TempDirectory, MaxIdle: cfg.Worker.Slots,
+		Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("filter.milters: %w", err)
