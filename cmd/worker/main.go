@@ -113,6 +113,9 @@ func open(ctx context.Context, cfg *config.Config, mon *monitor.Server, metrics 
 	if err != nil {
 		return nil, nil, err
 	}
+	if ready := wiring.FilterReady(f); ready != nil {
+		mon.SetCheck("milters", ready)
+	}
 	w := &worker.Worker{
 		ID:      wiring.ProcessID(""),
 		Store:   store,

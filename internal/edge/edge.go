@@ -406,6 +406,9 @@ func (e *Edge) startWorkers(ctx context.Context, qo queue.Options) error {
 	if err != nil {
 		return err
 	}
+	if ready := wiring.FilterReady(f); ready != nil {
+		e.mon.SetCheck("milters", ready)
+	}
 	w := &worker.Worker{
 		ID:      wiring.ProcessID("-edge"),
 		Store:   e.store,

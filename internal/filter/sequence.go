@@ -38,6 +38,14 @@ func (s Sequence) Run(ctx context.Context, env Env, in io.Reader, out io.Writer)
 	return then, err
 }
 
+// Ready is Then's readiness check (the milters'), when it has one.
+func (s Sequence) Ready(ctx context.Context) error {
+	if r, ok := s.Then.(interface{ Ready(context.Context) error }); ok {
+		return r.Ready(ctx)
+	}
+	return nil
+}
+
 // String names both, for logs.
 func (s Sequence) String() string {
 	return fmt.Sprintf("%v, then %v", s.First, s.Then)

@@ -448,6 +448,32 @@ func (p *pool) put(conn *pooledConn) {
 	}
 }
 
+// Ready opens a session with every milter (connect, negotiate, QUIT)
+// and says which cannot be reached: the readiness check of a worker
+// whose milters are down. Messages meanwhile take milter_default_action.
+func (c *Chain) Ready(ctx context.Context) error {
+	var errs []error
+	for _, m := range c.milters {
+		deadline := time.Now().Add(c.cfg.ConnectTimeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		d := &deadlineDialer{ctx: ctx, timeout: c.cfg.ConnectTimeout, deadline: deadline}
+		s, err := milter.NewClient(m.network, m.address, milter.WithDialer(d),
+			milter.WithReadTimeout(c.cfg.CommandTimeout), milter.WithWriteTimeout(c.cfg.CommandTimeout),
+			milter.WithMaximumVersion(c.cfg.Protocol), milter.WithActions(actions)).Session(nil)
+		if err != nil {
+			if d.conn != nil {
+				d.conn.Close()
+			}
+			errs = append(errs, fmt.Errorf("milter %s: %w", m.name, err))
+			continue
+		}
+		_ = s.Close()
+	}
+	return errors.Join(errs...)
+}
+
 // Close closes the idle connections.
 func (c *Chain) Close() {
 	for _, p := range c.pools {

@@ -313,3 +313,23 @@ func TestChainReusesConnections(t *testing.T) {
 		t.Errorf("%d connections, want a second one after the first died", n)
 	}
 }
+
+// Ready names a milter that cannot be reached, and passes once every one
+// answers.
+func TestChainReady(t *testing.T) {
+	up := miltertest.Start(t, &miltertest.Peer{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "inet:" + ln.Addr().String()
+	ln.Close()
+	c := newChain(t, Config{Milters: []string{up, down}, ConnectTimeout: time.Second})
+	err = c.Ready(context.Background())
+	if err == nil || !strings.Contains(err.Error(), down) || strings.Contains(err.Error(), up) {
+		t.Errorf("Ready: %v, want an error naming %s only", err, down)
+	}
+	if err := newChain(t, Config{Milters: []string{up}}).Ready(context.Background()); err != nil {
+		t.Errorf("Ready with the milter up: %v", err)
+	}
+}

@@ -175,6 +175,15 @@ func Filter(cfg *config.Config, log *slog.Logger) (filter.Filter, error) {
 	return filter.Sequence{First: cmd, Then: chain, TempDir: cfg.TempDirectory}, nil
 }
 
+// FilterReady is the readiness check of a filter that has one (milters
+// that must be reachable), or nil.
+func FilterReady(f filter.Filter) func(context.Context) error {
+	if r, ok := f.(interface{ Ready(context.Context) error }); ok {
+		return r.Ready
+	}
+	return nil
+}
+
 // Monitor starts the health, readiness and metrics endpoint on
 // http_listen, or returns nil when it is off (a nil *monitor.Server
 // ignores every call). Each of parts reads "starting" until the command
