@@ -59,6 +59,19 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "replay: %v\n", err)
 		return 2
 	}
+	if flags.Milters != nil {
+		cfg.Filter.Milters = flags.Milters
+	}
+	cfg.Worker.Slots = flags.Concurrency // connections kept per milter
+	try, err := wiring.FilterOf(cfg, spec, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "replay: %v\n", err)
+		return 2
+	}
+	if try == nil {
+		// Neither a command nor a milter: the message as stored.
+		try = filter.Command(spec)
+	}
 	// Its only children are filter shells: it may adopt and end what
 	// they leave behind.
 	if err := filter.EnableSubreaper(); err != nil {
@@ -77,7 +90,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	p := &replay.Printer{W: stdout, JSON: flags.Format == "json", OnlyChanged: flags.OnlyChanged}
 	sum, err := replay.Run(ctx, replay.Options{
 		Store:       store,
-		Filter:      filter.Command(spec),
+		Filter:      try,
 		Timeout:     spec.Timeout,
 		Since:       flags.Since,
 		Until:       flags.Until,

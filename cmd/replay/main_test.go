@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/d--j/go-milter"
+
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/miltertest"
 	"github.com/sluice-mail/sluice/internal/worker"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
@@ -205,6 +208,25 @@ func TestReplayBinary(t *testing.T) {
 	if ls := lines(r.stdout); r.code != 0 || len(ls) != 2 || !strings.HasSuffix(ls[0], `accept -> reject "550 5.7.1 Rejected: spam word" changed`) ||
 		!strings.HasPrefix(ls[1], "summary: messages=3 same=1 changed=1 (accept->reject=1 ") {
 		t.Errorf("only-changed: exit %d\n%s", r.code, r.stdout)
+	}
+
+	// Issue 11: --milter tries a milter after the configured cat; one
+	// that refuses the spam word changes that message's verdict to its
+	// reply, the other's content gains the milter's header.
+	spamMilter := miltertest.Start(t, &miltertest.Peer{EOM: func(m milter.Modifier) (*milter.Response, error) {
+		if strings.Contains(m.Get(milter.MacroQueueId), ids[1]) {
+			return milter.RejectWithCodeAndReason(550, "5.7.1 Milter says spam")
+		}
+		return milter.RespAccept, m.AddHeader("X-Rules", "new")
+	}})
+	r = runReplay(t, bin, "-f", conf, "--milter", spamMilter)
+	if ls := lines(r.stdout); r.code != 0 || len(ls) != 4 ||
+		!strings.HasSuffix(ls[0], "accept -> accept changed content=changed") ||
+		!strings.HasSuffix(ls[1], `accept -> reject "550 5.7.1 Milter says spam" changed`) {
+		t.Errorf("--milter: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runReplay(t, bin, "-f", conf, "--milter", "tcp:nowhere"); r.code != 2 || !strings.Contains(r.stderr, "--milter") {
+		t.Errorf("--milter tcp:nowhere: exit %d, stderr %q", r.code, r.stderr)
 	}
 
 	// Usage and configuration errors: 2.

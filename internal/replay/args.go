@@ -1,6 +1,8 @@
 package replay
 
 import (
+	"github.com/sluice-mail/sluice/internal/milter"
+
 	"fmt"
 	"io"
 	"strings"
@@ -16,6 +18,7 @@ var ErrHelp = pflag.ErrHelp
 // configuration flags it shares with edge and worker follow it.
 const Usage = `usage: replay [-f configfile] [--since DAY] [--until DAY]
               [--filter-command CMD] [--filter-type pipe|file]
+              [--milter ADDRESS ...]
               [--concurrency N] [--format text|json] [--only-changed]
               [--limit N] [--setting=value ...]
 
@@ -28,7 +31,8 @@ output is hashed (sha256) and compared, not kept.
 
 The filter is FilterCommand, FilterType, FilterTimeout and TempDirectory
 from the configuration (-f, SLUICE_*), unless --filter-command or
---filter-type say otherwise. Each message is filtered with the environment
+--filter-type say otherwise; then the milters of filter.milters, unless
+--milter names others. Each message is filtered with the environment
 of its first run (SENDER, RECIPIENTS, CLIENT, ...), rebuilt from its
 verdict.json. Messages without a verdict.json (still in flight, or whose
 record failed) are listed as skipped.
@@ -39,6 +43,10 @@ record failed) are listed as skipped.
       --filter-command CMD    the filter to try, run as /bin/sh -c CMD
                               (default: FilterCommand; "" passes mail through)
       --filter-type TYPE      pipe or file (default: FilterType)
+      --milter ADDRESS        a milter to try after the filter command,
+                              inet:host:port or unix:/path; repeat for
+                              several, in order (default: filter.milters;
+                              --milter '' tries none)
       --concurrency N         filters running at once (default 2)
       --format FORMAT         text (one line per message, then a summary) or
                               json (one object per line, then a summary object)
@@ -57,6 +65,7 @@ type Flags struct {
 	Since, Until  time.Time // days, midnight UTC
 	FilterCommand *string   // nil: the configuration's FilterCommand
 	FilterType    string    // "pipe", "file", or "" for the configuration's
+	Milters       []string  // --milter, in order; nil: the configuration's filter.milters
 	Concurrency   int
 	Format        string // "text" or "json"
 	OnlyChanged   bool
@@ -66,7 +75,7 @@ type Flags struct {
 // ownFlags are replay's long flags, true for those that take a value.
 var ownFlags = map[string]bool{
 	"since": true, "until": true, "filter-command": true, "filter-type": true,
-	"concurrency": true, "format": true, "only-changed": false, "limit": true,
+	"concurrency": true, "format": true, "only-changed": false, "limit": true, "milter": true,
 	"help": false,
 }
 
@@ -90,6 +99,7 @@ func ParseArgs(args []string, now time.Time) (Flags, []string, error) {
 	format := fs.String("format", "text", "")
 	only := fs.Bool("only-changed", false, "")
 	limit := fs.Int("limit", 0, "")
+	milters := fs.StringArray("milter", nil, "")
 	var f Flags
 	if err := fs.Parse(own); err != nil {
 		return f, nil, err
@@ -116,6 +126,18 @@ func ParseArgs(args []string, now time.Time) (Flags, []string, error) {
 	}
 	if fs.Changed("filter-command") {
 		f.FilterCommand = command
+	}
+	if fs.Changed("milter") {
+		f.Milters = []string{}
+		for _, m := range *milters {
+			if m == "" {
+				continue // --milter '': no milter
+			}
+			if _, _, err := milter.ParseAddress(m); err != nil {
+				return f, nil, fmt.Errorf("--milter: %w", err)
+			}
+			f.Milters = append(f.Milters, m)
+		}
 	}
 	switch t := strings.ToLower(*ftype); t {
 	case "", "pipe", "file":

@@ -151,9 +151,15 @@ func FilterSpec(cfg *config.Config) filter.Spec {
 // then delivered as received. The configuration checked the milters'
 // settings; an error here is a bug.
 func Filter(cfg *config.Config, log *slog.Logger) (filter.Filter, error) {
+	return FilterOf(cfg, FilterSpec(cfg), log)
+}
+
+// FilterOf is Filter with the FilterCommand given as spec (replay's
+// --filter-command): spec's command, if any, then cfg's milters.
+func FilterOf(cfg *config.Config, spec filter.Spec, log *slog.Logger) (filter.Filter, error) {
 	var cmd filter.Filter
-	if cfg.FilterCommand != "" {
-		cmd = filter.Command(FilterSpec(cfg))
+	if spec.Command != "" {
+		cmd = filter.Command(spec)
 	}
 	if len(cfg.Filter.Milters) == 0 {
 		return cmd, nil
