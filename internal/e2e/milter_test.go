@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/d--j/go-milter"
@@ -53,4 +54,52 @@ func TestMilterAfterFilterCommand(t *testing.T) {
 	}
 	c.CmdExpect("QUIT", 221)
 	h.delivered(t, want) // still only the first
+}
+
+// A milter's changed envelope is what the upstream gets: the client's
+// XFORWARD again after a RSET, MAIL with the new sender and the client's
+// parameters (but SIZE), RCPT for each new recipient. A recipient the
+// upstream refuses refuses the message, with the upstream's reply, and
+// nothing is delivered.
+func TestMilterChangesTheEnvelope(t *testing.T) {
+	var n atomic.Int32
+	peer := &miltertest.Peer{EOM: func(m milter.Modifier) (*milter.Response, error) {
+		if err := m.ChangeFrom("<bounces@example.com>", ""); err != nil {
+			return nil, err
+		}
+		add := "<archive@example.com>"
+		if n.Add(1) == 2 {
+			add = "<archive-full@example.com>"
+		}
+		return milter.RespAccept, m.AddRecipient(add, "")
+	}}
+	up := smtptest.Config{Rules: []smtptest.Rule{
+		{Match: `^RCPT TO:<archive-full@example\.com>`, Reply: []string{"552 5.2.2 upstream: mailbox full"}},
+	}}
+	h := startEdge(t, up, newLogSink(t), "filter.milters: "+miltertest.Start(t, peer))
+	c := h.hello(t)
+	send := func() smtptest.Reply {
+		c.CmdExpect("MAIL FROM:<alice@example.com> BODY=8BITMIME SIZE=40", 250)
+		c.CmdExpect("RCPT TO:<bob@example.com>", 250)
+		c.CmdLine("DATA", "354 Start mail input; end with <CRLF>.<CRLF>")
+		c.Write([]byte("Subject: hi\r\n\r\nbody\r\n.\r\n"))
+		return c.Read()
+	}
+	if rep := send(); rep.Code != 250 {
+		t.Fatalf("final reply %q", rep.String())
+	}
+	if rep := send(); rep.Line() != "552 5.2.2 upstream: mailbox full" {
+		t.Errorf("a recipient the milter added and the upstream refused: %q, want the upstream's 552", rep.String())
+	}
+	c.CmdExpect("QUIT", 221)
+	ss := h.sessions(t)
+	joined := strings.Join(ss[0].Commands, "")
+	want := "RSET\r\nMAIL FROM:<bounces@example.com> BODY=8BITMIME\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<archive@example.com>\r\nDATA\r\n"
+	if !strings.Contains(joined, want) {
+		t.Errorf("upstream commands:\n%s\nwant the new envelope:\n%s", joined, want)
+	}
+	if tx := ss[0].Transactions; len(tx) != 1 || tx[0].Mail != "<bounces@example.com> BODY=8BITMIME" ||
+		strings.Join(tx[0].Rcpts, " ") != "<bob@example.com> <archive@example.com>" {
+		t.Errorf("upstream transactions: %+v, want one, to the new envelope", tx)
+	}
 }

@@ -120,13 +120,17 @@ var actions = map[sluicev1.Verdict_Action]session.Action{
 // sessionVerdict is a worker's verdict on job as the session acts on it;
 // checkVerdict has made sure that it names no other message to deliver.
 func sessionVerdict(job *sluicev1.FilterJob, v *sluicev1.Verdict) *session.Verdict {
-	return &session.Verdict{
+	sv := &session.Verdict{
 		Action:   actions[v.GetAction()],
 		Reply:    v.GetReply(),
 		Status:   v.GetStatus(),
 		Detail:   v.GetDetail(),
 		Filtered: v.GetDeliverKey() != "" && v.GetDeliverKey() == job.GetFilteredKey(),
 	}
+	if v.GetEnvelopeChanged() {
+		sv.Envelope = &session.NewEnvelope{Sender: v.GetEnvelopeSender(), Recipients: v.GetEnvelopeRecipients()}
+	}
+	return sv
 }
 
 // checkVerdict refuses a verdict that is not job's, or that would have

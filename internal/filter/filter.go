@@ -77,6 +77,16 @@ type Result struct {
 	ExitCode   int    // the shell's exit status, -1 when it did not exit normally
 	OutputSize int64  // bytes written to out; what to deliver only when Action is Accept
 	Duration   time.Duration
+	// Envelope is the envelope to deliver to when a milter changed it;
+	// nil for the client's.
+	Envelope *Envelope
+}
+
+// Envelope is a changed envelope: the sender ("<>" for the null sender)
+// and every recipient, without brackets.
+type Envelope struct {
+	Sender     string
+	Recipients []string
 }
 
 // Filter decides about one message: it reads the message from in, writes

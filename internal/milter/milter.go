@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,9 +56,10 @@ const (
 const maxHeader = 1 << 20
 
 // actions are the modifications sluice applies and so offers: headers,
-// the body and quarantine, and the macros a milter asks for. Changes of the envelope (sender, recipients)
-// are not offered: a milter that needs them says so when it negotiates.
-const actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptChangeBody | milter.OptQuarantine | milter.OptSetMacros
+// the body, the envelope (sender, recipients; the edge delivers to the
+// changed envelope), quarantine, and the macros a milter asks for.
+const actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptChangeBody | milter.OptQuarantine |
+	milter.OptSetMacros | milter.OptChangeFrom | milter.OptAddRcpt | milter.OptAddRcptWithArgs | milter.OptRemoveRcpt
 
 // Config is the milter part of the filter settings.
 type Config struct {
@@ -175,6 +177,7 @@ func (c *Chain) Run(ctx context.Context, env filter.Env, in io.Reader, out io.Wr
 	defer body.remove()
 
 	var quarantine []string
+	envChanged := false
 	for i, m := range c.milters {
 		res, mods, err := c.one(ctx, i, env, hdr, body)
 		if err != nil {
@@ -197,11 +200,19 @@ func (c *Chain) Run(ctx context.Context, env filter.Env, in io.Reader, out io.Wr
 				hdr.change(int(mod.HeaderIndex), mod.HeaderName, mod.HeaderValue)
 			case milter.ActionQuarantine:
 				quarantine = append(quarantine, m.name+": "+mod.Reason)
+			case milter.ActionChangeFrom, milter.ActionAddRcpt, milter.ActionDelRcpt:
+				// The next milter sees the envelope as this one left it.
+				env = changeEnvelope(env, mod)
+				envChanged = true
 			}
 		}
 		if err := body.replace(mods); err != nil {
 			return filter.Result{}, err
 		}
+	}
+	if envChanged && len(env.Recipients) == 0 {
+		return c.done(start, filter.Result{Action: filter.Drop, Reply: "250 2.0.0 Ok: queued (no recipient left)",
+			Status: "DISCARDED", Detail: "the milters deleted every recipient"}), nil
 	}
 	if len(quarantine) > 0 {
 		// Held, not delivered: the message stays in the store as
@@ -213,7 +224,42 @@ func (c *Chain) Run(ctx context.Context, env filter.Env, in io.Reader, out io.Wr
 	if err != nil {
 		return filter.Result{}, err
 	}
-	return c.done(start, filter.Result{Action: filter.Accept, Status: "FILTERED", Detail: c.String(), OutputSize: n}), nil
+	res := filter.Result{Action: filter.Accept, Status: "FILTERED", Detail: c.String(), OutputSize: n}
+	if envChanged {
+		sender := "<>"
+		if env.Sender != nil && *env.Sender != "" {
+			sender = *env.Sender
+		}
+		res.Envelope = &filter.Envelope{Sender: sender, Recipients: env.Recipients}
+	}
+	return c.done(start, res), nil
+}
+
+// changeEnvelope applies a milter's change of the sender or the
+// recipients to a copy of env's envelope. Addresses come in brackets.
+func changeEnvelope(env filter.Env, mod milter.ModifyAction) filter.Env {
+	bare := func(a string) string {
+		return strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a), "<"), ">")
+	}
+	rcpts := append([]string(nil), env.Recipients...)
+	switch mod.Type {
+	case milter.ActionChangeFrom:
+		from := bare(mod.From)
+		if from == "" {
+			from = "<>"
+		}
+		env.Sender = &from
+	case milter.ActionAddRcpt:
+		r := bare(mod.Rcpt)
+		if r != "" && !slices.ContainsFunc(rcpts, func(x string) bool { return strings.EqualFold(x, r) }) {
+			rcpts = append(rcpts, r)
+		}
+	case milter.ActionDelRcpt:
+		r := bare(mod.Rcpt)
+		rcpts = slices.DeleteFunc(rcpts, func(x string) bool { return strings.EqualFold(x, r) })
+	}
+	env.Recipients = rcpts
+	return env
 }
 
 func (c *Chain) done(start time.Time, r filter.Result) filter.Result {

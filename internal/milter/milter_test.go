@@ -333,3 +333,51 @@ func TestChainReady(t *testing.T) {
 		t.Errorf("Ready with the milter up: %v", err)
 	}
 }
+
+// Envelope changes: the sender changed, a recipient added and one
+// deleted; the next milter is told the new envelope; deleting every
+// recipient drops the message.
+func TestChainEnvelope(t *testing.T) {
+	first := &miltertest.Peer{EOM: func(m milter.Modifier) (*milter.Response, error) {
+		if err := m.ChangeFrom("<bounces@example.com>", ""); err != nil {
+			return nil, err
+		}
+		if err := m.AddRecipient("<archive@example.com>", ""); err != nil {
+			return nil, err
+		}
+		return milter.RespAccept, m.DeleteRecipient("<Carol@example.com>")
+	}}
+	second := &miltertest.Peer{}
+	c := newChain(t, Config{Milters: []string{miltertest.Start(t, first), miltertest.Start(t, second)}})
+	res, _ := run(t, c, message)
+	want := &filter.Envelope{Sender: "bounces@example.com", Recipients: []string{"bob@example.com", "archive@example.com"}}
+	if res.Action != filter.Accept || res.Envelope == nil || res.Envelope.Sender != want.Sender ||
+		strings.Join(res.Envelope.Recipients, ",") != strings.Join(want.Recipients, ",") {
+		t.Errorf("result %+v, envelope %+v, want %+v", res, res.Envelope, want)
+	}
+	seen := strings.Join(second.Lines(), "\n")
+	for _, w := range []string{"mail <<bounces@example.com>>", "rcpt <<bob@example.com>>", "rcpt <<archive@example.com>>"} {
+		if !strings.Contains(seen, w) {
+			t.Errorf("the second milter was not told %q:\n%s", w, seen)
+		}
+	}
+	if strings.Contains(seen, "carol") {
+		t.Errorf("the second milter was told the deleted recipient:\n%s", seen)
+	}
+
+	// No change: no envelope in the result.
+	if res, _ := run(t, newChain(t, Config{Milters: []string{miltertest.Start(t, &miltertest.Peer{})}}), message); res.Envelope != nil {
+		t.Errorf("unchanged envelope reported: %+v", res.Envelope)
+	}
+
+	none := &miltertest.Peer{EOM: func(m milter.Modifier) (*milter.Response, error) {
+		if err := m.DeleteRecipient("<bob@example.com>"); err != nil {
+			return nil, err
+		}
+		return milter.RespAccept, m.DeleteRecipient("<carol@example.com>")
+	}}
+	res, _ = run(t, newChain(t, Config{Milters: []string{miltertest.Start(t, none)}}), message)
+	if res.Action != filter.Drop || res.Status != "DISCARDED" {
+		t.Errorf("every recipient deleted: %+v", res)
+	}
+}

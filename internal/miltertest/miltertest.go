@@ -119,7 +119,8 @@ func Start(t testing.TB, st *Peer) string {
 	}
 	srv := milter.NewServer(
 		milter.WithMilter(func() milter.Milter { return &peer{p: st} }),
-		milter.WithAction(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody|milter.OptQuarantine),
+		milter.WithAction(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody|milter.OptQuarantine|
+			milter.OptChangeFrom|milter.OptAddRcpt|milter.OptRemoveRcpt),
 		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroMTAFQDN, milter.MacroDaemonName}),
 		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
 	)

@@ -37,6 +37,42 @@ type Verdict struct {
 	Status   string // the summary line's status: FILTERED, FILTER-ERROR, or the filter's own message
 	Detail   string // for operators: exit status, signal, timeout
 	Filtered bool   // deliver the filter's output rather than the message as received
+	// Envelope, when a milter changed it, is what the edge delivers to
+	// instead of the client's envelope; nil for the client's.
+	Envelope *NewEnvelope
+}
+
+// NewEnvelope is an envelope a milter changed: the sender ("<>" for the
+// null sender) and every recipient, without brackets.
+type NewEnvelope struct {
+	Sender     string
+	Recipients []string
+}
+
+// maxNewRecipients bounds the recipients of a changed envelope.
+const maxNewRecipients = 1000
+
+// valid reports whether a worker's envelope can be put on the wire: at
+// least one recipient, and addresses without spaces, brackets or control
+// characters.
+func (e *NewEnvelope) valid() bool {
+	if e == nil {
+		return true
+	}
+	ok := func(a string) bool {
+		return a != "" && len(a) <= 512 && !strings.ContainsFunc(a, func(r rune) bool {
+			return r <= ' ' || r == 0x7f || r == '<' || r == '>'
+		})
+	}
+	if (e.Sender != "<>" && !ok(e.Sender)) || len(e.Recipients) == 0 || len(e.Recipients) > maxNewRecipients {
+		return false
+	}
+	for _, r := range e.Recipients {
+		if !ok(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // reply checks the reply of a verdict against its action: a worker is
@@ -47,7 +83,7 @@ func (v *Verdict) reply() (string, bool) {
 		return "", false
 	}
 	if v.Action == ActionAccept {
-		return "", true
+		return "", v.Envelope.valid()
 	}
 	rep, err := wire.ParseReply(v.Reply)
 	if err != nil {

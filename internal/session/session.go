@@ -240,9 +240,11 @@ type Session struct {
 // attributes it accepted for this transaction.
 type transaction struct {
 	sender     *string
+	mail       wire.Path // the MAIL argument the upstream accepted
 	recipients []string
 	remoteAddr *string
 	remoteHelo *string
+	xforward   []string // the XFORWARD lines the upstream accepted, to send again after a RSET
 }
 
 func (t *transaction) reset() { *t = transaction{} }
@@ -769,6 +771,7 @@ func (s *Session) mail(cmd wire.Command) error {
 		// A new transaction: the upstream forgot any earlier recipients.
 		addr := p.Addr
 		s.txn.sender = &addr
+		s.txn.mail = p
 		s.txn.recipients = nil
 	}
 	return s.relay(rep)
@@ -822,6 +825,7 @@ func (s *Session) xforward(cmd wire.Command) error {
 	if rep.Class() == 2 {
 		// behaviour.md#xforward: attributes accumulate over XFORWARD lines, for one
 		// transaction.
+		s.txn.xforward = append(s.txn.xforward, cmd.Line)
 		attrs := wire.ParseXForward(cmd.Arg)
 		if v, ok := attrs["ADDR"]; ok {
 			s.txn.remoteAddr = &v
@@ -1051,6 +1055,11 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 		return s.conclude(m, outcome{Kind: TempFailed, Reply: replyTempFail, reset: true, Attrs: []any{"err", err}})
 	}
 	defer rc.Close()
+	if ne := m.Verdict.Envelope; ne != nil {
+		if o, ok := s.reenvelope(ne); !ok {
+			return s.conclude(m, o)
+		}
+	}
 	rep, err := s.up.Command("DATA")
 	if err != nil {
 		// behaviour.md#replies
@@ -1084,6 +1093,45 @@ func (s *Session) deliver(ctx context.Context, m *Message, start time.Time) erro
 		done.Kind, done.Status = UpstreamRefused, "" // behaviour.md#replies: never FILTERED for refused mail
 	}
 	return s.conclude(m, done)
+}
+
+// reenvelope gives the upstream the envelope a milter changed: RSET, then
+// the client's XFORWARD again, MAIL with the new sender (the client's
+// parameters but SIZE), RCPT for
+// each new recipient. Every recipient must be taken: a message is
+// delivered to the whole envelope or not at all, and a refusal is relayed
+// to the client (with the upstream's transaction reset).
+func (s *Session) reenvelope(ne *NewEnvelope) (outcome, bool) {
+	attrs := []any{"envelope_changed", true, "new_from", ne.Sender, "new_to", ne.Recipients}
+	fail := func(rep wire.Reply, err error, more ...any) (outcome, bool) {
+		a := append(append(attrs, more...), "reply", lastLine(rep))
+		if err != nil {
+			return outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: append(a, "err", err)}, false
+		}
+		if c := rep.Class(); c != 4 && c != 5 {
+			return outcome{Kind: UpstreamError, Reply: replyLocalError, end: true, Attrs: a}, false
+		}
+		return outcome{Kind: UpstreamRefused, relayed: &rep, reset: true, Attrs: a}, false
+	}
+	if rep, err := s.up.Command("RSET"); err != nil || rep.Class() != 2 {
+		return fail(rep, err, "step", "RSET")
+	}
+	// RSET ends what XFORWARD said for the transaction: say it again.
+	for _, line := range s.txn.xforward {
+		if rep, err := s.up.Command(line); err != nil || rep.Class() != 2 {
+			return fail(rep, err, "step", "XFORWARD")
+		}
+	}
+	if rep, err := s.up.Command("MAIL " + s.txn.mail.WithAddr(ne.Sender).Arg()); err != nil || rep.Class() != 2 {
+		return fail(rep, err, "step", "MAIL")
+	}
+	for _, r := range ne.Recipients {
+		if rep, err := s.up.Command("RCPT TO:<" + r + ">"); err != nil || rep.Class() != 2 {
+			return fail(rep, err, "step", "RCPT", "rcpt", r)
+		}
+	}
+	s.log.Info("delivering to the envelope a milter changed", attrs...)
+	return outcome{}, true
 }
 
 // sendFailure is the outcome of a message the upstream did not get whole:

@@ -43,6 +43,21 @@ func ParseMail(arg string) (Path, error) { return parsePath(arg, "FROM:") }
 // ParseRcpt parses the argument of RCPT: "TO:<addr> PARAMS".
 func ParseRcpt(arg string) (Path, error) { return parsePath(arg, "TO:") }
 
+// WithAddr is p for another address (in brackets), without the SIZE
+// parameter, which declared the size of another message: the MAIL the
+// edge sends for an envelope a milter changed.
+func (p Path) WithAddr(addr string) Path {
+	p.Addr, p.bracketed = addr, true
+	var params []string
+	for _, param := range p.Params {
+		if name, _, _ := strings.Cut(param, "="); !strings.EqualFold(name, "SIZE") {
+			params = append(params, param)
+		}
+	}
+	p.Params = params
+	return p
+}
+
 // Arg is the argument as the edge relays it: the prefix as the client
 // wrote it, the address (in brackets unless the client used none), and
 // the parameters separated by single spaces.

@@ -202,6 +202,9 @@ func VerdictOf(res filter.Result) (*sluicev1.Verdict, error) {
 	case filter.Accept:
 		v.Action = sluicev1.Verdict_ACTION_ACCEPT
 		v.Reply = ""
+		if e := res.Envelope; e != nil {
+			v.EnvelopeChanged, v.EnvelopeSender, v.EnvelopeRecipients = true, e.Sender, e.Recipients
+		}
 	case filter.Reject:
 		v.Action = sluicev1.Verdict_ACTION_REJECT
 	case filter.Drop:

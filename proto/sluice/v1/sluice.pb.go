@@ -303,11 +303,18 @@ type Verdict struct {
 	ExitCode int32  `protobuf:"varint,8,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	WorkerId string `protobuf:"bytes,9,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// JetStream delivery attempt that produced this verdict (1 = first).
-	Attempt       uint32                 `protobuf:"varint,10,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Started       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=started,proto3" json:"started,omitempty"`
-	Finished      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished,proto3" json:"finished,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Attempt  uint32                 `protobuf:"varint,10,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Started  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=started,proto3" json:"started,omitempty"`
+	Finished *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished,proto3" json:"finished,omitempty"`
+	// A milter changed the envelope (change sender, add or delete
+	// recipients): the edge delivers to envelope_sender ("<>" for the null
+	// sender) and envelope_recipients instead of the job's. Unset when the
+	// envelope is the job's.
+	EnvelopeChanged    bool     `protobuf:"varint,13,opt,name=envelope_changed,json=envelopeChanged,proto3" json:"envelope_changed,omitempty"`
+	EnvelopeSender     string   `protobuf:"bytes,14,opt,name=envelope_sender,json=envelopeSender,proto3" json:"envelope_sender,omitempty"`
+	EnvelopeRecipients []string `protobuf:"bytes,15,rep,name=envelope_recipients,json=envelopeRecipients,proto3" json:"envelope_recipients,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Verdict) Reset() {
@@ -424,6 +431,27 @@ func (x *Verdict) GetFinished() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Verdict) GetEnvelopeChanged() bool {
+	if x != nil {
+		return x.EnvelopeChanged
+	}
+	return false
+}
+
+func (x *Verdict) GetEnvelopeSender() string {
+	if x != nil {
+		return x.EnvelopeSender
+	}
+	return ""
+}
+
+func (x *Verdict) GetEnvelopeRecipients() []string {
+	if x != nil {
+		return x.EnvelopeRecipients
+	}
+	return nil
+}
+
 // VerdictRecord is stored next to the message: enough to audit a decision
 // and to replay the message through another filter.
 type VerdictRecord struct {
@@ -517,7 +545,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"tls_cipher\x18\x12 \x01(\tR\ttlsCipherB\t\n" +
 	"\a_senderB\x0e\n" +
 	"\f_remote_addrB\x0e\n" +
-	"\f_remote_helo\"\x95\x04\n" +
+	"\f_remote_helo\"\x9a\x05\n" +
 	"\aVerdict\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x121\n" +
@@ -533,7 +561,10 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\aattempt\x18\n" +
 	" \x01(\rR\aattempt\x124\n" +
 	"\astarted\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
-	"\bfinished\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\"l\n" +
+	"\bfinished\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12)\n" +
+	"\x10envelope_changed\x18\r \x01(\bR\x0fenvelopeChanged\x12'\n" +
+	"\x0fenvelope_sender\x18\x0e \x01(\tR\x0eenvelopeSender\x12/\n" +
+	"\x13envelope_recipients\x18\x0f \x03(\tR\x12envelopeRecipients\"l\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACTION_ACCEPT\x10\x01\x12\x11\n" +
