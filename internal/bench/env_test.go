@@ -8,11 +8,8 @@ import (
 	"log"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -142,46 +139,8 @@ func startEdge(tb testing.TB, sinkAddr, filterCommand string) string {
 // logging per message as the edge does (-d 3), to /dev/null.
 func startProxsmtpd(tb testing.TB, sinkAddr string) string {
 	tb.Helper()
-	dir := tb.TempDir()
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(tb))
-	conf := fmt.Sprintf("Listen: %s\nOutAddress: %s\nTempDirectory: %s\nFilterCommand: cat\n", addr, sinkAddr, dir)
-	path := filepath.Join(dir, "proxsmtpd.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	cmd := exec.Command(proxsmtpdPath, "-d", "3", "-f", path)
-	cmd.Dir = dir
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("starting proxsmtpd: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		select {
-		case <-done:
-			tb.Fatalf("proxsmtpd exited before listening on %s", addr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("proxsmtpd not listening on %s: %v", addr, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	addr, _ := startProxsmtpdProcess(tb, sinkAddr)
+	return addr
 }
 
 func freePort(tb testing.TB) int {
