@@ -18,7 +18,7 @@ import (
 func TestMilterAfterFilterCommand(t *testing.T) {
 	signer := &miltertest.Peer{
 		Rcpt: func(rcpt string) *milter.Response {
-			if rcpt == "<spam-trap@example.com>" {
+			if rcpt == "spam-trap@example.com" {
 				r, _ := milter.RejectWithCodeAndReason(550, "5.7.1 Spam trap hit")
 				return r
 			}

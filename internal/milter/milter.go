@@ -286,7 +286,14 @@ func (c *Chain) fallback(m target, err error) (filter.Result, bool) {
 // A connection from the pool that fails before the milter answered the
 // connect step (a milter that does not take QUIT_NC, or closed an idle
 // connection) is replaced once by a new one.
-func (c *Chain) one(ctx context.Context, i int, env filter.Env, hdr *header, body *spooled) (*filter.Result, []milter.ModifyAction, error) {
+func (c *Chain) one(ctx context.Context, i int, env filter.Env, hdr *header, body *spooled) (r *filter.Result, mods []milter.ModifyAction, err error) {
+	defer func() {
+		// The library panics on some malformed packets (an empty one):
+		// that is a milter that failed, not a worker that did.
+		if p := recover(); p != nil {
+			r, mods, err = nil, nil, fmt.Errorf("malformed answer (%v)", p)
+		}
+	}()
 	deadline := time.Now().Add(c.cfg.ContentTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -360,15 +367,17 @@ func (c *Chain) replay(ctx context.Context, conn *pooledConn, reused bool, deadl
 		},
 		func() (*milter.Action, error) { return s.Helo(env.Helo) },
 		func() (*milter.Action, error) {
-			from := "<>"
+			// The library puts the address in brackets; "" is the null
+			// sender.
+			from := ""
 			if env.Sender != nil && *env.Sender != "<>" {
-				from = "<" + *env.Sender + ">"
+				from = *env.Sender
 			}
 			return s.Mail(from, "")
 		},
 	}
 	for _, r := range env.Recipients {
-		steps = append(steps, func() (*milter.Action, error) { return s.Rcpt("<"+r+">", "") })
+		steps = append(steps, func() (*milter.Action, error) { return s.Rcpt(r, "") })
 	}
 	steps = append(steps, s.DataStart)
 	for _, f := range hdr.fields {
