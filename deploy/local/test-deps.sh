@@ -42,6 +42,8 @@ command -v opendkim-genkey >/dev/null || [ -x /usr/sbin/opendkim-genkey ] || nee
 # spamass-milter in front of spamd (SpamAssassin's rules ship with it).
 command -v spamd >/dev/null || [ -x /usr/sbin/spamd ] || need_apt+=(spamd)
 command -v spamass-milter >/dev/null || [ -x /usr/sbin/spamass-milter ] || need_apt+=(spamass-milter)
+# rspamd, whose proxy worker speaks milter (the test runs its own instance).
+command -v rspamd >/dev/null || [ -x /usr/bin/rspamd ] || need_apt+=(rspamd)
 # nftables and iproute2, for TransparentProxy between network namespaces.
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)

@@ -155,3 +155,69 @@ func TestMilterSpamAssassin(t *testing.T) {
 		t.Errorf("ham delivered without SpamAssassin's headers (X-Spam-Status %q):\n%s", st, ms[0].raw)
 	}
 }
+
+// Issue 11: rspamd's proxy worker in milter mode, scanning itself
+// (self_scan), from Debian's rspamd with a local configuration directory
+// the test writes: the normal, controller and fuzzy workers off, DNS at a
+// closed local port (no network here), milter_headers adding
+// X-Spamd-Result also for local senders. GTUBE is refused with rspamd's
+// reply; a plain message is delivered with rspamd's header.
+func TestMilterRspamd(t *testing.T) {
+	rspamd := tool(t, "rspamd", "rspamd")
+	dir := t.TempDir()
+	port := freePort(t)
+	files := map[string]string{
+		"local.d/worker-proxy.inc": `bind_socket = "127.0.0.1:` + port + `";
+milter = yes;
+timeout = 60s;
+upstream "local" { default = yes; self_scan = yes; }
+`,
+		"local.d/logging.inc":              "type = \"console\";\nlevel = \"notice\";\n",
+		"local.d/options.inc":              "dns { nameserver = [\"127.0.0.1:9\"]; timeout = 1s; retransmits = 1; }\n",
+		"local.d/milter_headers.conf":      "use = [\"x-spamd-result\"];\nskip_local = false;\nskip_authenticated = false;\n",
+		"override.d/worker-normal.inc":     "enabled = false;\n",
+		"override.d/worker-controller.inc": "enabled = false;\n",
+		"override.d/worker-fuzzy.inc":      "enabled = false;\n",
+	}
+	for _, sub := range []string{"local.d", "override.d", "run", "db", "log"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := []string{rspamd, "-f", "-i", "-c", "/etc/rspamd/rspamd.conf",
+		"--var", "LOCAL_CONFDIR=" + dir, "--var", "RUNDIR=" + filepath.Join(dir, "run"),
+		"--var", "DBDIR=" + filepath.Join(dir, "db"), "--var", "LOGDIR=" + filepath.Join(dir, "log")}
+	if isRoot() {
+		args = append(args, "-u", "root", "-g", "root") // rspamd refuses root unless told
+	}
+	rs := startProcess(t, "rspamd", dir, args...)
+	// rspamd's main process stops its workers on SIGTERM; a SIGKILL would
+	// leave them behind.
+	t.Cleanup(func() { rs.stop(t) })
+	rs.waitPort(t, "127.0.0.1:"+port)
+
+	sink := startSMTPSink(t)
+	e := startEdge(t, "OutAddress: "+sink.addr+"\nfilter.milters: inet:127.0.0.1:"+port+"\n")
+	const gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+	r := swaks(t, e.addr, nil, "--header", "Subject: spam", "--body", "Buy now\n"+gtube+"\n")
+	got := dataReply(t, r.stdout)
+	t.Logf("GTUBE: %s", got)
+	if !strings.HasPrefix(got, "5") || !strings.Contains(strings.ToLower(got), "gtube") {
+		t.Errorf("GTUBE: final reply %q, want rspamd's 5xx", got)
+	}
+	checkSwaksOK(t, swaks(t, e.addr, nil, "--header", "Subject: lunch", "--body", "Shall we meet at noon?\n"))
+	ms := sink.waitMessages(t, 1)
+	if len(ms) != 1 || ms[0].header("Subject") != "lunch" {
+		t.Fatalf("delivered %d messages; want only the ham", len(ms))
+	}
+	res := ms[0].header("X-Spamd-Result")
+	t.Logf("ham delivered with X-Spamd-Result: %s", res)
+	if !strings.HasPrefix(res, "default: False") {
+		t.Errorf("ham delivered without rspamd's verdict header (X-Spamd-Result %q):\n%s", res, ms[0].raw)
+	}
+}
