@@ -79,7 +79,12 @@ type Config struct {
 type Chain struct {
 	cfg     Config
 	milters []target
-	pools   []*pool // one per milter
+	pools   []*pool   // one per milter
+	health  []*health // one per milter
+
+	stop    context.CancelFunc // ends the retries of milters that are down
+	stopCtx context.Context
+	retries sync.WaitGroup
 }
 
 type target struct {
@@ -136,6 +141,7 @@ func New(cfg Config) (*Chain, error) {
 		return nil, fmt.Errorf("default action %q: want tempfail, accept or reject", cfg.DefaultAction)
 	}
 	c := &Chain{cfg: cfg}
+	c.stopCtx, c.stop = context.WithCancel(context.Background())
 	for _, m := range cfg.Milters {
 		network, address, err := ParseAddress(m)
 		if err != nil {
@@ -143,6 +149,7 @@ func New(cfg Config) (*Chain, error) {
 		}
 		c.milters = append(c.milters, target{name: m, network: network, address: address})
 		c.pools = append(c.pools, &pool{max: cfg.MaxIdle})
+		c.health = append(c.health, &health{})
 	}
 	if len(c.milters) == 0 {
 		return nil, errors.New("no milter")
@@ -294,6 +301,9 @@ func (c *Chain) one(ctx context.Context, i int, env filter.Env, hdr *header, bod
 			r, mods, err = nil, nil, fmt.Errorf("malformed answer (%v)", p)
 		}
 	}()
+	if err := c.health[i].check(); err != nil {
+		return nil, nil, err // down: the default action at once
+	}
 	deadline := time.Now().Add(c.cfg.ContentTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -432,6 +442,19 @@ func (c *Chain) session(ctx context.Context, i int, macros milter.Macros, deadli
 			conn.close()
 		}
 	}
+	conn, err := c.dial(ctx, i, macros, deadline)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.markDown(i, err)
+		}
+		return nil, false, err
+	}
+	c.markUp(i)
+	return conn, false, nil
+}
+
+// dial opens a connection to milter i and negotiates a session on it.
+func (c *Chain) dial(ctx context.Context, i int, macros milter.Macros, deadline time.Time) (*pooledConn, error) {
 	m := c.milters[i]
 	d := &deadlineDialer{ctx: ctx, timeout: c.cfg.ConnectTimeout, deadline: deadline}
 	client := milter.NewClient(m.network, m.address, milter.WithDialer(d),
@@ -442,9 +465,121 @@ func (c *Chain) session(ctx context.Context, i int, macros milter.Macros, deadli
 		if d.conn != nil {
 			d.conn.Close()
 		}
-		return nil, false, err
+		return nil, err
 	}
-	return &pooledConn{i: i, s: s, conn: d.conn}, false, nil
+	return &pooledConn{i: i, s: s, conn: d.conn}, nil
+}
+
+// probe is a session with milter i that ends at once (connect,
+// negotiate, QUIT): is it reachable?
+func (c *Chain) probe(ctx context.Context, i int) error {
+	deadline := time.Now().Add(c.cfg.ConnectTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	conn, err := c.dial(ctx, i, nil, deadline)
+	if err != nil {
+		return err
+	}
+	conn.close()
+	return nil
+}
+
+// Backoff between tries of a milter that is down.
+const (
+	retryFirst = 500 * time.Millisecond
+	retryMax   = 10 * time.Second
+)
+
+// health is what the chain knows of one milter's reachability. A milter
+// that cannot be reached (the connection or the negotiation failed) is
+// down: its messages take the default action at once instead of each
+// waiting on it, while one goroutine tries it again with backoff; the
+// first session that works, a retry's or a readiness check's, brings it
+// back.
+type health struct {
+	mu      sync.Mutex
+	down    bool
+	since   time.Time
+	lastErr error
+	next    time.Time // the next retry
+}
+
+// check is nil when the milter is up, else why it is skipped.
+func (h *health) check() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.down {
+		return nil
+	}
+	return fmt.Errorf("down for %s (%v); next try in %s",
+		time.Since(h.since).Round(time.Second), h.lastErr, time.Until(h.next).Round(100*time.Millisecond))
+}
+
+// markDown records a failed connection to milter i; the first one
+// starts the retries.
+func (c *Chain) markDown(i int, err error) {
+	h := c.health[i]
+	h.mu.Lock()
+	h.lastErr = err
+	if h.down {
+		h.mu.Unlock()
+		return
+	}
+	h.down, h.since, h.next = true, time.Now(), time.Now().Add(retryFirst)
+	h.mu.Unlock()
+	if c.cfg.Logger != nil {
+		c.cfg.Logger.Warn("milter unreachable: its messages take milter_default_action until it answers; trying it again with backoff",
+			"milter", c.milters[i].name, "default_action", c.cfg.DefaultAction, "err", err)
+	}
+	c.retries.Add(1)
+	go c.retry(i)
+}
+
+// markUp records a working session with milter i.
+func (c *Chain) markUp(i int) {
+	h := c.health[i]
+	h.mu.Lock()
+	was, since := h.down, h.since
+	h.down = false
+	h.mu.Unlock()
+	if was && c.cfg.Logger != nil {
+		c.cfg.Logger.Info("milter reachable again", "milter", c.milters[i].name,
+			"down_ms", time.Since(since).Milliseconds())
+	}
+}
+
+// retry tries milter i with backoff until it answers or the chain is
+// closed.
+func (c *Chain) retry(i int) {
+	defer c.retries.Done()
+	h := c.health[i]
+	wait := retryFirst
+	for {
+		select {
+		case <-c.stopCtx.Done():
+			return
+		case <-time.After(wait):
+		}
+		h.mu.Lock()
+		down := h.down
+		h.mu.Unlock()
+		if !down {
+			return // a readiness check found it first
+		}
+		err := c.probe(c.stopCtx, i)
+		if err == nil {
+			c.markUp(i)
+			return
+		}
+		if c.stopCtx.Err() != nil {
+			return
+		}
+		wait = min(2*wait, retryMax)
+		h.mu.Lock()
+		h.lastErr, h.next = err, time.Now().Add(wait)
+		h.mu.Unlock()
+	}
 }
 
 // pooledConn is one milter connection and the session on it.
@@ -508,29 +643,23 @@ func (p *pool) put(conn *pooledConn) {
 // whose milters are down. Messages meanwhile take milter_default_action.
 func (c *Chain) Ready(ctx context.Context) error {
 	var errs []error
-	for _, m := range c.milters {
-		deadline := time.Now().Add(c.cfg.ConnectTimeout)
-		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-			deadline = d
-		}
-		d := &deadlineDialer{ctx: ctx, timeout: c.cfg.ConnectTimeout, deadline: deadline}
-		s, err := milter.NewClient(m.network, m.address, milter.WithDialer(d),
-			milter.WithReadTimeout(c.cfg.CommandTimeout), milter.WithWriteTimeout(c.cfg.CommandTimeout),
-			milter.WithMaximumVersion(c.cfg.Protocol), milter.WithActions(actions)).Session(nil)
-		if err != nil {
-			if d.conn != nil {
-				d.conn.Close()
+	for i, m := range c.milters {
+		if err := c.probe(ctx, i); err != nil {
+			if ctx.Err() == nil {
+				c.markDown(i, err)
 			}
 			errs = append(errs, fmt.Errorf("milter %s: %w", m.name, err))
 			continue
 		}
-		_ = s.Close()
+		c.markUp(i)
 	}
 	return errors.Join(errs...)
 }
 
-// Close closes the idle connections.
+// Close ends the retries and closes the idle connections.
 func (c *Chain) Close() {
+	c.stop()
+	c.retries.Wait()
 	for _, p := range c.pools {
 		for conn := p.get(); conn != nil; conn = p.get() {
 			conn.close()

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +40,7 @@ func newChain(t *testing.T, cfg Config) *Chain {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(c.Close)
 	return c
 }
 
@@ -223,6 +227,97 @@ func TestChainDefaultAction(t *testing.T) {
 			})
 		}
 	}
+}
+
+// A milter that is down is not waited on by every message: after the
+// first failed connection its messages take the default action at once,
+// while the chain tries it again with backoff; once it listens again the
+// retries find it and messages go through it, without a message having
+// to fail first.
+func TestChainDownMilterBackoff(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Down: it accepts and hangs up at once (counted), so every
+	// attempt to use it shows.
+	var tries atomic.Int32
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tries.Add(1)
+			conn.Close()
+		}
+	}()
+	addr := "inet:" + ln.Addr().String()
+	logs := &syncBuffer{}
+	c := newChain(t, Config{Milters: []string{addr}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	res, _ := run(t, c, message)
+	if res.Action != filter.TempFail || !strings.Contains(res.Detail, addr) {
+		t.Fatalf("first message: %+v, want the default action naming the milter", res)
+	}
+	for i := range 20 {
+		res, _ := run(t, c, message)
+		if res.Action != filter.TempFail || !strings.Contains(res.Detail, "down for") {
+			t.Fatalf("message %d while down: %+v, want the default action saying it is down", i+2, res)
+		}
+	}
+	// 21 messages, and the retries of the first second or so: far
+	// fewer tries than messages.
+	if n := tries.Load(); n > 5 {
+		t.Errorf("the milter was tried %d times for 21 messages while down", n)
+	}
+	if err := c.Ready(context.Background()); err == nil {
+		t.Error("Ready passed with the milter down")
+	}
+
+	// It comes back on the same address: the retries find it.
+	ln.Close()
+	ln2, err := net.Listen("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &miltertest.Peer{}
+	miltertest.Serve(t, ln2, st)
+	deadline := time.Now().Add(30 * time.Second)
+	for c.health[0].check() != nil || !strings.Contains(logs.String(), "milter reachable again") {
+		if time.Now().After(deadline) {
+			t.Fatalf("still down 30 s after the milter came back: %v", c.health[0].check())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.Conns() == 0 {
+		t.Error("up again without a connection to the milter")
+	}
+	if res, _ := run(t, c, message); res.Action != filter.Accept {
+		t.Errorf("after it came back: %+v", res)
+	}
+	for _, want := range []string{"milter unreachable", "milter reachable again"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in the log:\n%s", want, logs.String())
+		}
+	}
+}
+
+// syncBuffer is a log the chain's goroutines write while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // rawPeer accepts connections and hands each to serve.

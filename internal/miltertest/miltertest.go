@@ -117,6 +117,13 @@ func Start(t testing.TB, st *Peer) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Serve(t, ln, st)
+}
+
+// Serve is Start on a listener of the caller's (a milter that comes
+// back on the address it had).
+func Serve(t testing.TB, ln net.Listener, st *Peer) string {
+	t.Helper()
 	srv := milter.NewServer(
 		milter.WithMilter(func() milter.Milter { return &peer{p: st} }),
 		milter.WithAction(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody|milter.OptQuarantine|
