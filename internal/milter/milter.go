@@ -28,6 +28,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/d--j/go-milter"
@@ -116,8 +117,25 @@ func ParseAddress(s string) (network, address string, err error) {
 	return "", "", fmt.Errorf("%q: unknown kind %q (want inet: or unix:)", s, kind)
 }
 
+// libLog is where the library's own warnings go (the last chain's
+// logger), instead of the standard log package's stderr.
+var libLog atomic.Pointer[slog.Logger]
+
+func init() {
+	milter.LogWarning = func(format string, v ...any) {
+		l := libLog.Load()
+		if l == nil {
+			l = slog.Default()
+		}
+		l.Warn("milter library: " + fmt.Sprintf(format, v...))
+	}
+}
+
 // New checks cfg and returns the chain.
 func New(cfg Config) (*Chain, error) {
+	if cfg.Logger != nil {
+		libLog.Store(cfg.Logger)
+	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}

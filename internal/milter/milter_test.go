@@ -480,3 +480,17 @@ func TestChainEnvelope(t *testing.T) {
 		t.Errorf("every recipient deleted: %+v", res)
 	}
 }
+
+// The library's own warnings reach the chain's logger, not the standard
+// log package's stderr: a discard at connect, which it ignores.
+func TestChainLibraryWarningsLogged(t *testing.T) {
+	logs := &syncBuffer{}
+	st := &miltertest.Peer{Connect: milter.RespDiscard}
+	c := newChain(t, Config{Milters: []string{miltertest.Start(t, st)},
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	res, _ := run(t, c, message)
+	t.Logf("result %v %q", res.Action, res.Reply)
+	if !strings.Contains(logs.String(), "milter library: Connect got a discard action") {
+		t.Errorf("the library's warning is not in the chain's log:\n%s", logs.String())
+	}
+}
