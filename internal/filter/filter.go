@@ -80,6 +80,10 @@ type Result struct {
 	// Envelope is the envelope to deliver to when a milter changed it;
 	// nil for the client's.
 	Envelope *Envelope
+	// Unchanged, with Accept, says the filter wrote nothing to out: the
+	// message to deliver is the input as it was (a milter chain that
+	// changed nothing), which spares a copy. Callers deliver the input.
+	Unchanged bool
 }
 
 // Envelope is a changed envelope: the sender ("<>" for the null sender)
@@ -90,7 +94,8 @@ type Envelope struct {
 }
 
 // Filter decides about one message: it reads the message from in, writes
-// the message to deliver to out, and says what to do with it. The
+// the message to deliver to out (or nothing, with Result.Unchanged), and
+// says what to do with it. The
 // returned error is only for failures of in or out (the store); whatever
 // the filter itself does is in Result. Workers and replay run any Filter:
 // proxsmtpd's FilterCommand (Command) is one kind.

@@ -34,6 +34,17 @@ func (s Sequence) Run(ctx context.Context, env Env, in io.Reader, out io.Writer)
 		return Result{}, fmt.Errorf("read the first filter's output: %w", err)
 	}
 	then, err := s.Then.Run(ctx, env, f, out)
+	if err == nil && then.Action == Accept && then.Unchanged {
+		// Then left First's output as it was: that is what to deliver.
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return Result{}, fmt.Errorf("read the first filter's output: %w", err)
+		}
+		n, err := io.Copy(out, f)
+		if err != nil {
+			return Result{}, fmt.Errorf("copy the first filter's output: %w", err)
+		}
+		then.Unchanged, then.OutputSize = false, n
+	}
 	then.Duration = time.Since(start)
 	return then, err
 }

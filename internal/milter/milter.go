@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -195,14 +196,22 @@ func (c *Chain) Run(ctx context.Context, env filter.Env, in io.Reader, out io.Wr
 		}
 		return filter.Result{}, fmt.Errorf("read message: %w", err)
 	}
-	body, err := c.spool(io.MultiReader(bytes.NewReader(bodyStart), br))
-	if err != nil {
+	var body *spooled
+	if f, ok := in.(*os.File); ok {
+		// A file (the store's copy, the FilterCommand's output): the
+		// milters read the body where it starts in it, no copy.
+		pos, err := f.Seek(0, io.SeekCurrent) // where the reads left it
+		if err != nil {
+			return filter.Result{}, fmt.Errorf("read message: %w", err)
+		}
+		body = &spooled{dir: c.cfg.TempDir, src: f, off: pos - int64(br.Buffered()) - int64(len(bodyStart))}
+	} else if body, err = c.spool(io.MultiReader(bytes.NewReader(bodyStart), br)); err != nil {
 		return filter.Result{}, err
 	}
 	defer body.remove()
 
 	var quarantine []string
-	envChanged := false
+	envChanged, changed := false, false
 	for i, m := range c.milters {
 		res, mods, err := c.one(ctx, i, env, hdr, body)
 		if err != nil {
@@ -219,10 +228,13 @@ func (c *Chain) Run(ctx context.Context, env filter.Env, in io.Reader, out io.Wr
 			switch mod.Type {
 			case milter.ActionAddHeader:
 				hdr.add(mod.HeaderName, mod.HeaderValue)
+				changed = true
 			case milter.ActionInsertHeader:
 				hdr.insert(int(mod.HeaderIndex), mod.HeaderName, mod.HeaderValue)
+				changed = true
 			case milter.ActionChangeHeader:
 				hdr.change(int(mod.HeaderIndex), mod.HeaderName, mod.HeaderValue)
+				changed = true
 			case milter.ActionQuarantine:
 				quarantine = append(quarantine, m.name+": "+mod.Reason)
 			case milter.ActionChangeFrom, milter.ActionAddRcpt, milter.ActionDelRcpt:
@@ -231,9 +243,11 @@ func (c *Chain) Run(ctx context.Context, env filter.Env, in io.Reader, out io.Wr
 				envChanged = true
 			}
 		}
-		if err := body.replace(mods); err != nil {
+		replaced, err := body.replace(mods)
+		if err != nil {
 			return filter.Result{}, err
 		}
+		changed = changed || replaced
 	}
 	if envChanged && len(env.Recipients) == 0 {
 		return c.done(start, filter.Result{Action: filter.Drop, Reply: "250 2.0.0 Ok: queued (no recipient left)",
@@ -245,11 +259,14 @@ func (c *Chain) Run(ctx context.Context, env filter.Env, in io.Reader, out io.Wr
 		return c.done(start, filter.Result{Action: filter.Drop, Reply: "250 2.0.0 Ok: queued (quarantined)",
 			Status: "QUARANTINED", Detail: strings.Join(quarantine, "; ")}), nil
 	}
-	n, err := writeMessage(out, hdr, body)
-	if err != nil {
-		return filter.Result{}, err
+	res := filter.Result{Action: filter.Accept, Status: "FILTERED", Detail: c.String(), Unchanged: true}
+	if changed {
+		n, err := writeMessage(out, hdr, body)
+		if err != nil {
+			return filter.Result{}, err
+		}
+		res.Unchanged, res.OutputSize = false, n
 	}
-	res := filter.Result{Action: filter.Accept, Status: "FILTERED", Detail: c.String(), OutputSize: n}
 	if envChanged {
 		sender := "<>"
 		if env.Sender != nil && *env.Sender != "" {
@@ -746,10 +763,15 @@ func (d *deadlineDialer) Dial(network, address string) (net.Conn, error) {
 	return conn, nil
 }
 
-// spooled is the body, kept in a temporary file so that every milter in
-// the chain reads it and the result is written after the last one.
+// spooled is the body, which every milter in the chain reads and the
+// result is written from after the last one: in the input file itself
+// when the input is one (src, from off), else in a temporary file of the
+// chain's (path), as is a body a milter replaced.
 type spooled struct {
-	path string
+	dir  string // TempDirectory
+	path string // the temporary file, removed at the end; "" for none
+	src  *os.File
+	off  int64
 }
 
 func (c *Chain) spool(r io.Reader) (*spooled, error) {
@@ -757,7 +779,7 @@ func (c *Chain) spool(r io.Reader) (*spooled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool the body: %w", err)
 	}
-	s := &spooled{path: f.Name()}
+	s := &spooled{dir: c.cfg.TempDir, path: f.Name()}
 	if _, err := io.Copy(f, r); err != nil {
 		f.Close()
 		s.remove()
@@ -770,12 +792,23 @@ func (c *Chain) spool(r io.Reader) (*spooled, error) {
 	return s, nil
 }
 
-func (s *spooled) open() (*os.File, error) { return os.Open(s.path) }
-func (s *spooled) remove()                 { _ = os.Remove(s.path) }
+func (s *spooled) open() (io.ReadCloser, error) {
+	if s.src != nil {
+		return io.NopCloser(io.NewSectionReader(s.src, s.off, math.MaxInt64-s.off)), nil
+	}
+	return os.Open(s.path)
+}
+
+func (s *spooled) remove() {
+	if s.path != "" {
+		_ = os.Remove(s.path)
+	}
+}
 
 // replace writes a milter's replacement body (its ReplaceBody chunks, in
-// order) over the spooled one; without any it leaves it.
-func (s *spooled) replace(mods []milter.ModifyAction) error {
+// order) in place of the body; without any it leaves it and reports
+// false.
+func (s *spooled) replace(mods []milter.ModifyAction) (bool, error) {
 	var f *os.File
 	for _, m := range mods {
 		if m.Type != milter.ActionReplaceBody {
@@ -783,19 +816,25 @@ func (s *spooled) replace(mods []milter.ModifyAction) error {
 		}
 		if f == nil {
 			var err error
-			if f, err = os.Create(s.path); err != nil {
-				return fmt.Errorf("replace the body: %w", err)
+			if s.path == "" {
+				f, err = os.CreateTemp(s.dir, "sluice-milter.*")
+			} else {
+				f, err = os.Create(s.path)
 			}
+			if err != nil {
+				return false, fmt.Errorf("replace the body: %w", err)
+			}
+			s.path, s.src = f.Name(), nil
 		}
 		if _, err := f.Write(crlf(m.Body)); err != nil {
 			f.Close()
-			return fmt.Errorf("replace the body: %w", err)
+			return false, fmt.Errorf("replace the body: %w", err)
 		}
 	}
 	if f != nil {
-		return f.Close()
+		return true, f.Close()
 	}
-	return nil
+	return false, nil
 }
 
 // crlf turns bare LF line ends into CRLF: milters may send either.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,13 @@ func run(t *testing.T, c *Chain, msg string) (filter.Result, string) {
 	res, err := c.Run(ctx, testEnv(), strings.NewReader(msg), &out)
 	if err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+	if res.Unchanged {
+		// What a worker then delivers: the input.
+		if out.Len() != 0 || res.Action != filter.Accept {
+			t.Fatalf("unchanged, but %v and %d bytes written", res.Action, out.Len())
+		}
+		return res, msg
 	}
 	return res, out.String()
 }
@@ -125,6 +133,52 @@ func TestChainInOrderAndReplaceBody(t *testing.T) {
 	}
 	if got := second.Body(); got != "new body\r\nsecond line\r\n" {
 		t.Errorf("the second milter got the body %q", got)
+	}
+}
+
+// A file as input (the store's copy, a FilterCommand's output) is read
+// in place, wherever it was positioned: the first milter reads the body
+// from it, the second the body the first put in its place, and the file
+// is left as it was.
+func TestChainReadsAFileInPlace(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("not part of the message" + message); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Seek(int64(len("not part of the message")), io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	first := &miltertest.Peer{EOM: func(m milter.Modifier) (*milter.Response, error) {
+		return milter.RespAccept, m.ReplaceBody(strings.NewReader("replaced\r\n"))
+	}}
+	second := &miltertest.Peer{}
+	tmp := t.TempDir()
+	c := newChain(t, Config{Milters: []string{miltertest.Start(t, first), miltertest.Start(t, second)}})
+	c.cfg.TempDir = tmp
+	var out bytes.Buffer
+	res, err := c.Run(context.Background(), testEnv(), f, &out)
+	if err != nil || res.Action != filter.Accept || res.Unchanged {
+		t.Fatalf("result %+v, %v", res, err)
+	}
+	body := message[strings.Index(message, "\r\n\r\n")+4:]
+	if got := first.Body(); got != body {
+		t.Errorf("the first milter got the body %q, want %q", got, body)
+	}
+	if got := second.Body(); got != "replaced\r\n" {
+		t.Errorf("the second milter got the body %q", got)
+	}
+	if want := message[:strings.Index(message, "\r\n\r\n")+4] + "replaced\r\n"; out.String() != want {
+		t.Errorf("delivered %q, want %q", out.String(), want)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("left in TempDirectory: %v", left)
+	}
+	if all, _ := os.ReadFile(f.Name()); string(all) != "not part of the message"+message {
+		t.Error("the input file was changed")
 	}
 }
 

@@ -425,11 +425,30 @@ func (r *runner) run(ctx context.Context, job *sluicev1.FilterJob, m entry) (*sl
 	if err != nil {
 		return nil, nil, err
 	}
+	if res.Action == filter.Accept && res.Unchanged {
+		// Nothing written: what it delivers is the message as stored.
+		if err := r.hashStored(ctx, m, h); err != nil {
+			return nil, nil, err
+		}
+	}
 	v, err := worker.VerdictOf(res)
 	if err != nil {
 		return nil, nil, err
 	}
 	return v, h.Sum(nil), nil
+}
+
+// hashStored hashes the stored message into h.
+func (r *runner) hashStored(ctx context.Context, m entry, h io.Writer) error {
+	rc, err := r.store.Get(ctx, m.dir+"/"+blob.MessageName)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", blob.MessageName, err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(h, rc); err != nil {
+		return fmt.Errorf("reading %s: %w", blob.MessageName, err)
+	}
+	return nil
 }
 
 // compareContent hashes what the old verdict delivered (the filtered

@@ -143,36 +143,21 @@ func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.
 	}
 	defer in.Close()
 
-	// The filter's output streams into the store through a pipe: the body
-	// is never held whole in memory.
-	pr, pw := io.Pipe()
-	type putResult struct {
-		n   int64
-		err error
-	}
-	put := make(chan putResult, 1)
-	go func() {
-		n, err := w.Store.Put(ctx, job.GetFilteredKey(), pr, -1)
-		pr.CloseWithError(err) // unblock the filter if the store gave up
-		put <- putResult{n, err}
-	}()
-
+	// The filter's output streams into the store: the body is never held
+	// whole in memory.
+	out := &output{ctx: ctx, store: w.Store, key: job.GetFilteredKey()}
 	ran := time.Now()
-	res, runErr := w.Filter.Run(ctx, EnvOf(job), in, pw)
+	res, runErr := w.Filter.Run(ctx, EnvOf(job), in, out)
 	w.Metrics.FilterRan(time.Since(ran))
-	if runErr == nil && res.Action == filter.Accept {
-		pw.Close()
-	} else {
-		// Whatever reached the store is not to be delivered: failing the
-		// Put leaves no object behind.
-		pw.CloseWithError(errNotDelivered)
-	}
-	p := <-put
+	unchanged := runErr == nil && res.Action == filter.Accept && res.Unchanged
+	// Whatever reached the store is not to be delivered unless accepted:
+	// failing the Put leaves no object behind.
+	p := out.finish(runErr == nil && res.Action == filter.Accept && !unchanged)
 
 	switch {
 	case runErr != nil:
 		return storeFailure(runErr)
-	case res.Action == filter.Accept && p.err != nil:
+	case res.Action == filter.Accept && !unchanged && p.err != nil:
 		return storeFailure(fmt.Errorf("store filtered message: %w", p.err))
 	}
 
@@ -181,11 +166,67 @@ func (w *Worker) decide(ctx context.Context, job *sluicev1.FilterJob, log *slog.
 		log.Error("filter returned an unknown action", "action", int(res.Action))
 		return storeFailure(err)
 	}
-	if v.Action == sluicev1.Verdict_ACTION_ACCEPT {
+	switch {
+	case v.Action == sluicev1.Verdict_ACTION_ACCEPT && unchanged:
+		// The filter left the message as it was: deliver it, no copy.
+		v.DeliverKey = job.GetMessageKey()
+		v.DeliverSize = job.GetMessageSize()
+	case v.Action == sluicev1.Verdict_ACTION_ACCEPT:
 		v.DeliverKey = job.GetFilteredKey()
 		v.DeliverSize = p.n
 	}
 	return v
+}
+
+// output is a filter's output on its way into the store, through a
+// pipe. The Put starts with the first byte written, so that a filter
+// that leaves the message as it was (filter.Result.Unchanged) costs the
+// store nothing.
+type output struct {
+	ctx   context.Context
+	store blob.Store
+	key   string
+	pw    *io.PipeWriter
+	done  chan putResult
+}
+
+type putResult struct {
+	n   int64
+	err error
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	if o.pw == nil {
+		o.start()
+	}
+	return o.pw.Write(p)
+}
+
+func (o *output) start() {
+	pr, pw := io.Pipe()
+	o.pw, o.done = pw, make(chan putResult, 1)
+	go func() {
+		n, err := o.store.Put(o.ctx, o.key, pr, -1)
+		pr.CloseWithError(err) // unblock the filter if the store gave up
+		o.done <- putResult{n, err}
+	}()
+}
+
+// finish ends the Put: with keep, what was written is stored (an empty
+// object if nothing was); without, the Put fails and leaves nothing.
+func (o *output) finish(keep bool) putResult {
+	if o.pw == nil {
+		if !keep {
+			return putResult{}
+		}
+		o.start()
+	}
+	if keep {
+		o.pw.Close()
+	} else {
+		o.pw.CloseWithError(errNotDelivered)
+	}
+	return <-o.done
 }
 
 // VerdictOf maps a filter's result to the verdict a worker answers with;

@@ -13,12 +13,15 @@ import (
 	"testing"
 	"time"
 
+	gomilter "github.com/d--j/go-milter"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/milter"
+	"github.com/sluice-mail/sluice/internal/miltertest"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
@@ -496,5 +499,55 @@ func TestRunWithAConsumer(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Errorf("verdicts for %v, want m1, m2 and m3", seen)
+	}
+}
+
+// A milter chain that changes nothing delivers the stored message itself:
+// no filtered copy is written (filter.Result.Unchanged). One that adds a
+// header writes the copy; behind a FilterCommand, an unchanged chain
+// delivers the command's output.
+func TestMilterUnchangedDeliversTheMessage(t *testing.T) {
+	chain := func(t *testing.T, st *miltertest.Peer) filter.Filter {
+		c, err := milter.New(milter.Config{Milters: []string{miltertest.Start(t, st)}, TempDir: t.TempDir(),
+			CommandTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	w, store := newWorker(t, "")
+	accepts := &miltertest.Peer{}
+	w.Filter = chain(t, accepts)
+	job := newJob(t, store, "m1", body)
+	v := handle(t, w, job, 1)
+	if v.Action != sluicev1.Verdict_ACTION_ACCEPT || v.DeliverKey != job.MessageKey || v.DeliverSize != int64(len(body)) {
+		t.Fatalf("unchanged: verdict %v, want the stored message delivered", v)
+	}
+	if _, err := read(t, store, job.FilteredKey); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("unchanged, yet a filtered copy was made: %v", err)
+	}
+	if got := accepts.Body(); got != "hello\r\n" {
+		t.Errorf("the milter read the body %q from the stored file", got)
+	}
+	checkRecord(t, store, job, v)
+
+	w.Filter = chain(t, &miltertest.Peer{EOM: func(m gomilter.Modifier) (*gomilter.Response, error) {
+		return gomilter.RespAccept, m.AddHeader("X-Checked", "yes")
+	}})
+	job = newJob(t, store, "m2", body)
+	v = handle(t, w, job, 1)
+	if got, err := read(t, store, job.FilteredKey); v.DeliverKey != job.FilteredKey || err != nil ||
+		got != strings.Replace(body, "\r\n\r\n", "\r\nX-Checked: yes\r\n\r\n", 1) || v.DeliverSize != int64(len(got)) {
+		t.Errorf("a header added: verdict %v, filtered copy %q (%v)", v, got, err)
+	}
+
+	w.Filter = filter.Sequence{First: filter.Command{Command: "sed s/hello/bonjour/", Timeout: 30 * time.Second,
+		TempDir: t.TempDir()}, Then: chain(t, &miltertest.Peer{}), TempDir: t.TempDir()}
+	job = newJob(t, store, "m3", body)
+	v = handle(t, w, job, 1)
+	if got, err := read(t, store, job.FilteredKey); v.DeliverKey != job.FilteredKey || err != nil ||
+		got != strings.Replace(body, "hello", "bonjour", 1) {
+		t.Errorf("command then unchanged milter: verdict %v, filtered copy %q (%v)", v, got, err)
 	}
 }
