@@ -160,7 +160,7 @@ func TestReplayBinary(t *testing.T) {
 		day + " " + ids[0] + " from=alice@example.com to=1 accept -> accept same content=same",
 		day + " " + ids[1] + " from=alice@example.com to=1 accept -> accept same content=same",
 		day + " " + ids[2] + " skipped: no verdict.json",
-		"summary: messages=3 same=2 changed=0 (accept->reject=0 reject->accept=0 other-action=0 reply=0 content=0) skipped=1 errors=0",
+		"summary: messages=3 same=2 changed=0 (accept->reject=0 reject->accept=0 other-action=0 reply=0 content=0) skipped=1 errors=0 listed=3",
 	}
 	if r.code != 0 || strings.Join(lines(r.stdout), "\n") != strings.Join(want, "\n") {
 		t.Errorf("exit %d, stdout:\n%s\nwant:\n%s", r.code, r.stdout, strings.Join(want, "\n"))
@@ -265,7 +265,7 @@ func TestReplayBinary(t *testing.T) {
 	}
 	r = runReplay(t, bin, "-f", conf)
 	if ls := lines(r.stdout); r.code != 1 || len(ls) != 4 || !strings.Contains(ls[0], " error: reading verdict.json") ||
-		!strings.HasSuffix(ls[3], "skipped=1 errors=1") {
+		!strings.HasSuffix(ls[3], "skipped=1 errors=1 listed=3") {
 		t.Errorf("damaged record: exit %d\n%s", r.code, r.stdout)
 	}
 }

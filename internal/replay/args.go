@@ -1,14 +1,17 @@
 package replay
 
 import (
-	"github.com/sluice-mail/sluice/internal/milter"
-
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"path"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/sluice-mail/sluice/internal/milter"
 )
 
 // ErrHelp is returned by ParseArgs for -h or --help.
@@ -16,17 +19,20 @@ var ErrHelp = pflag.ErrHelp
 
 // Usage is the replay command's own part of its usage text; the
 // configuration flags it shares with edge and worker follow it.
-const Usage = `usage: replay [-f configfile] [--since DAY] [--until DAY]
+const Usage = `usage: replay [-f configfile] [--since TIME] [--until TIME]
+              [--id ID ...] [--outcome OUTCOME ...] [--from PATTERN ...]
+              [--to PATTERN ...] [--sample SHARE]
               [--filter-command CMD] [--filter-type pipe|file]
               [--milter ADDRESS ...]
               [--concurrency N] [--format text|json] [--only-changed]
+              [--html FILE] [--deliver-to HOST:PORT]
               [--limit N] [--setting=value ...]
 
 Runs the messages sluice stored (store.*) through a filter and reports the
 verdicts that would change, before that filter is switched on.
 
-Read-only: replay never writes to the message store, never delivers,
-answers or forwards any message, and needs no NATS server. The filter's
+Read-only: replay never writes to the message store and needs no NATS
+server. It delivers nothing unless --deliver-to says where. The filter's
 output is hashed (sha256) and compared, not kept.
 
 The filter is FilterCommand, FilterType, FilterTimeout and TempDirectory
@@ -37,9 +43,28 @@ of its first run (SENDER, RECIPIENTS, CLIENT, ...), rebuilt from its
 verdict.json. Messages without a verdict.json (still in flight, or whose
 record failed) are listed as skipped.
 
-      --since DAY             first day to replay, UTC: YYYY-MM-DD, today or
-                              yesterday (default: the day before --until)
-      --until DAY             last day to replay, inclusive (default: today)
+Selection (criteria of different kinds must all match; a repeated flag
+matches any of its values):
+      --since TIME            first day, or instant, to replay, UTC: YYYY-MM-DD,
+                              today, yesterday, or an instant as
+                              2026-11-20T14:00 (UTC) or RFC 3339 with a zone
+                              (default: the day before --until)
+      --until TIME            last day to replay, inclusive, or an instant,
+                              exclusive (default: today)
+      --id ID                 only this message (as in the logs' id=); repeat
+                              or separate with commas; the days then come
+                              from the ids
+      --outcome OUTCOME       only messages whose stored verdict was this:
+                              delivered (accept), rejected, dropped, tempfailed
+      --from PATTERN          only envelope senders matching this glob
+                              (*@example.com; "<>" the null sender),
+                              case-insensitive
+      --to PATTERN            only messages with a recipient matching this glob
+      --sample SHARE          about this share of the messages (10% or 0.1),
+                              the same ones each time
+      --limit N               report at most N messages; 0 = all (default 0)
+
+Filter:
       --filter-command CMD    the filter to try, run as /bin/sh -c CMD
                               (default: FilterCommand; "" passes mail through)
       --filter-type TYPE      pipe or file (default: FilterType)
@@ -48,21 +73,37 @@ record failed) are listed as skipped.
                               several, in order (default: filter.milters;
                               --milter '' tries none)
       --concurrency N         filters running at once (default 2)
+
+Report:
       --format FORMAT         text (one line per message, then a summary) or
                               json (one object per line, then a summary object)
       --only-changed          list only changed messages and errors; the
                               summary still counts every message
-      --limit N               replay at most N messages; 0 = all (default 0)
+      --html FILE             also write the report as one self-contained HTML
+                              page: totals, changes over time, filter
+                              durations, the changed messages in a table
+      --deliver-to HOST:PORT  deliver the messages the new filter accepts
+                              that were refused before (rejected, dropped or
+                              tempfailed) to this SMTP server, as the new
+                              filter leaves them, with their original
+                              envelope; each delivery's reply is in the report
   -h, --help                  this text
 
-Exit status: 0 when the replay ran, whatever changed; 1 when the store could
-not be read (opening, listing, or any message: see "errors" in the summary)
-or the run was interrupted; 2 for usage and configuration errors.
+Progress goes to stderr: a bar on a terminal, else a log line every 200
+messages. Ctrl-C (or SIGTERM) stops the run: the summary of what was done
+is printed, marked incomplete.
+
+Exit status: 0 when every selected message was replayed, whatever changed;
+1 when the run did not complete (interrupted, the store failed, --limit cut
+it short) or some message could not be replayed or delivered (see "errors"
+in the summary), or nothing was selected; 2 for usage and configuration
+errors.
 `
 
 // Flags are replay's own command-line flags.
 type Flags struct {
-	Since, Until  time.Time // days, midnight UTC
+	Since, Until  time.Time // the days listed, midnight UTC
+	Select        Selection // After and Before set for instants
 	FilterCommand *string   // nil: the configuration's FilterCommand
 	FilterType    string    // "pipe", "file", or "" for the configuration's
 	Milters       []string  // --milter, in order; nil: the configuration's filter.milters
@@ -70,13 +111,16 @@ type Flags struct {
 	Format        string // "text" or "json"
 	OnlyChanged   bool
 	Limit         int
+	HTML          string // --html: the page's path; "" for none
+	DeliverTo     string // --deliver-to: host:port; "" to deliver nothing
 }
 
 // ownFlags are replay's long flags, true for those that take a value.
 var ownFlags = map[string]bool{
 	"since": true, "until": true, "filter-command": true, "filter-type": true,
 	"concurrency": true, "format": true, "only-changed": false, "limit": true, "milter": true,
-	"help": false,
+	"id": true, "outcome": true, "from": true, "to": true, "sample": true, "html": true,
+	"deliver-to": true, "help": false,
 }
 
 // MaxConcurrency bounds --concurrency.
@@ -100,6 +144,13 @@ func ParseArgs(args []string, now time.Time) (Flags, []string, error) {
 	only := fs.Bool("only-changed", false, "")
 	limit := fs.Int("limit", 0, "")
 	milters := fs.StringArray("milter", nil, "")
+	ids := fs.StringArray("id", nil, "")
+	outcomes := fs.StringArray("outcome", nil, "")
+	froms := fs.StringArray("from", nil, "")
+	tos := fs.StringArray("to", nil, "")
+	sample := fs.String("sample", "", "")
+	html := fs.String("html", "", "")
+	deliver := fs.String("deliver-to", "", "")
 	var f Flags
 	if err := fs.Parse(own); err != nil {
 		return f, nil, err
@@ -107,22 +158,83 @@ func ParseArgs(args []string, now time.Time) (Flags, []string, error) {
 
 	f.Until = dayOf(now)
 	if *until != "" {
-		d, err := ParseDay(*until, now)
+		t, day, err := ParseTime(*until, now)
 		if err != nil {
 			return f, nil, fmt.Errorf("--until: %w", err)
 		}
-		f.Until = d
+		f.Until = t
+		if !day {
+			f.Select.Before = t
+			f.Until = dayOf(t.Add(-time.Nanosecond)) // the last day with an instant before it
+		}
 	}
 	f.Since = f.Until.AddDate(0, 0, -1)
 	if *since != "" {
-		d, err := ParseDay(*since, now)
+		t, day, err := ParseTime(*since, now)
 		if err != nil {
 			return f, nil, fmt.Errorf("--since: %w", err)
 		}
-		f.Since = d
+		f.Since = dayOf(t)
+		if !day {
+			f.Select.After = t
+		}
+	}
+	if !f.Select.After.IsZero() && !f.Select.Before.IsZero() && !f.Select.After.Before(f.Select.Before) {
+		return f, nil, fmt.Errorf("--until %s is not after --since %s", *until, *since)
 	}
 	if err := CheckDays(f.Since, f.Until); err != nil {
 		return f, nil, err
+	}
+	for _, v := range *ids {
+		for id := range strings.SplitSeq(v, ",") {
+			if id = strings.TrimSpace(id); id == "" {
+				continue
+			}
+			if err := CheckID(id); err != nil {
+				return f, nil, fmt.Errorf("--id: %w", err)
+			}
+			f.Select.IDs = append(f.Select.IDs, id)
+		}
+	}
+	if fs.Changed("id") && len(f.Select.IDs) == 0 {
+		return f, nil, errors.New("--id: no message id given")
+	}
+	for _, v := range *outcomes {
+		for o := range strings.SplitSeq(v, ",") {
+			name, err := ParseOutcome(strings.TrimSpace(o))
+			if err != nil {
+				return f, nil, fmt.Errorf("--outcome: %w", err)
+			}
+			f.Select.Outcomes = append(f.Select.Outcomes, name)
+		}
+	}
+	for _, p := range *froms {
+		if _, err := path.Match(strings.ToLower(p), ""); err != nil || p == "" {
+			return f, nil, fmt.Errorf("--from: invalid pattern %q", p)
+		}
+	}
+	for _, p := range *tos {
+		if _, err := path.Match(strings.ToLower(p), ""); err != nil || p == "" {
+			return f, nil, fmt.Errorf("--to: invalid pattern %q", p)
+		}
+	}
+	f.Select.From, f.Select.To = *froms, *tos
+	if fs.Changed("sample") {
+		v, err := ParseSample(*sample)
+		if err != nil {
+			return f, nil, fmt.Errorf("--sample: %w", err)
+		}
+		f.Select.Sample = v
+	}
+	if fs.Changed("html") && *html == "" {
+		return f, nil, errors.New("--html: give the file to write")
+	}
+	f.HTML = *html
+	if fs.Changed("deliver-to") {
+		if _, port, err := net.SplitHostPort(*deliver); err != nil || port == "" {
+			return f, nil, fmt.Errorf("--deliver-to: want HOST:PORT, not %q", *deliver)
+		}
+		f.DeliverTo = *deliver
 	}
 	if fs.Changed("filter-command") {
 		f.FilterCommand = command

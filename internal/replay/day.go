@@ -38,6 +38,25 @@ func ParseDay(s string, now time.Time) (time.Time, error) {
 	return d, nil
 }
 
+// ParseTime reads --since or --until: a day as ParseDay reads it (day is
+// true, t is its midnight), or an instant: RFC 3339 with its zone, or
+// 2006-01-02T15:04[:05] and 2006-01-02 15:04[:05], UTC.
+func ParseTime(s string, now time.Time) (t time.Time, day bool, err error) {
+	if len(s) <= len(DayLayout) {
+		t, err = ParseDay(s, now)
+		return t, true, err
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), false, nil
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02 15:04"} {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t, false, nil
+		}
+	}
+	return time.Time{}, false, fmt.Errorf("invalid time %q: want YYYY-MM-DD, today, yesterday, YYYY-MM-DDTHH:MM[:SS] (UTC) or RFC 3339 with a zone", s)
+}
+
 // CheckDays checks that since to until is a range Run accepts: in order
 // and at most MaxDays long.
 func CheckDays(since, until time.Time) error {

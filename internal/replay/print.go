@@ -79,14 +79,32 @@ func TextLine(r Result) string {
 	if r.Content != "" {
 		b.WriteString(" content=" + r.Content)
 	}
+	if d := r.Delivery; d != nil {
+		if d.Error != "" {
+			b.WriteString(" delivery-failed: " + oneLine(d.Error))
+		} else {
+			b.WriteString(" delivered: " + oneLine(d.Reply))
+		}
+	}
 	return b.String()
 }
 
 // TextSummary is the summary line of the text report.
 func TextSummary(s Summary) string {
-	return fmt.Sprintf("summary: messages=%d same=%d changed=%d (accept->reject=%d reject->accept=%d other-action=%d reply=%d content=%d) skipped=%d errors=%d",
-		s.Messages, s.Same, s.Changed, s.AcceptToReject, s.RejectToAccept, s.ActionChanged,
-		s.ReplyChanged, s.ContentChanged, s.Skipped, s.Errors)
+	head := "summary:"
+	if !s.Complete {
+		head = "summary (INCOMPLETE: " + oneLine(s.Stopped) + "):"
+		if s.Stopped == "" {
+			head = "summary (INCOMPLETE):"
+		}
+	}
+	line := fmt.Sprintf("%s messages=%d same=%d changed=%d (accept->reject=%d reject->accept=%d other-action=%d reply=%d content=%d) skipped=%d errors=%d listed=%d",
+		head, s.Messages, s.Same, s.Changed, s.AcceptToReject, s.RejectToAccept, s.ActionChanged,
+		s.ReplyChanged, s.ContentChanged, s.Skipped, s.Errors, s.Listed)
+	if s.Delivered+s.DeliveryFailed > 0 {
+		line += fmt.Sprintf(" delivered=%d delivery-failed=%d", s.Delivered, s.DeliveryFailed)
+	}
+	return line
 }
 
 func outcomeText(o *Outcome) string {

@@ -4,7 +4,8 @@
 // prefix (see blob.Dir), rebuilds each message's filter environment from
 // its stored verdict record, runs the filter as a worker would, and
 // compares the new verdict with the stored one. It never writes to the
-// store and never delivers anything: the filter's output is only hashed.
+// store, and the filter's output is only hashed: nothing is delivered
+// unless Options.DeliverTo asks for the messages it would release.
 package replay
 
 import (
@@ -15,6 +16,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -36,17 +39,43 @@ type Options struct {
 	// Since and Until are the first and last day (UTC, inclusive) whose
 	// stored messages are replayed; only their dates count.
 	Since, Until time.Time
-	Concurrency  int // filters running at once; below 1 means 1
-	Limit        int // replay at most this many messages; 0 = all
-	Logger       *slog.Logger
+	// Select narrows the messages of those days.
+	Select      Selection
+	Concurrency int // filters running at once; below 1 means 1
+	Limit       int // replay at most this many messages; 0 = all
+	Logger      *slog.Logger
 	// ProgressEvery is how many messages go by between two progress log
-	// lines; 0 means DefaultProgressEvery.
-	ProgressEvery int
+	// lines; 0 means DefaultProgressEvery, below 0 none. A line is also
+	// written when ProgressInterval (0: DefaultProgressInterval) passed
+	// since the last one, for slow filters.
+	ProgressEvery    int
+	ProgressInterval time.Duration
+	// DeliverTo, when set, delivers the messages the filter accepts
+	// that were rejected or dropped before (see Deliverer); their output
+	// waits in TempDir ("" is the system's) until the verdict is known.
+	DeliverTo *Deliverer
+	TempDir   string
+	// Progress, when set, is called from Run's goroutine once the listing
+	// is done and after each listed message.
+	Progress func(Progress)
+}
+
+// Progress is how far a run has come.
+type Progress struct {
+	Done    int // listed messages dealt with (reported, or not selected)
+	Total   int // listed messages
+	Changed int
+	Errors  int
+	Elapsed time.Duration // since the listing ended
 }
 
 // DefaultProgressEvery is the default number of messages between two
-// progress lines in the log.
-const DefaultProgressEvery = 200
+// progress lines in the log, and DefaultProgressInterval the longest
+// time between two.
+const (
+	DefaultProgressEvery    = 200
+	DefaultProgressInterval = 10 * time.Second
+)
 
 // storeSlack is added to the filter's own timeout for the store reads
 // around one run (the record, the body, the old filtered copy).
@@ -101,6 +130,20 @@ type Result struct {
 	Content string   `json:"content,omitempty"` // accepted both times: same, changed or unknown
 	Detail  string   `json:"detail,omitempty"`  // the new run's detail: exit status, signal, timeout
 	Reason  string   `json:"reason,omitempty"`  // why skipped, or the error
+
+	// Received is when the edge took the message (RFC 3339, UTC), from
+	// its record; empty when the record could not be read.
+	Received string `json:"received,omitempty"`
+	FirstTo  string `json:"first_to,omitempty"` // the first recipient
+	// Subject is the message's Subject header, decoded (RFC 2047) and on
+	// one line; read only for changed messages.
+	Subject string `json:"subject,omitempty"`
+	// OldMS is how long the stored verdict's filter ran, NewMS the new
+	// run: milliseconds, 0 when unknown.
+	OldMS float64 `json:"old_filter_ms,omitempty"`
+	NewMS float64 `json:"filter_ms,omitempty"`
+	// Delivery is set for a message released with --deliver-to.
+	Delivery *Delivery `json:"delivery,omitempty"`
 }
 
 // Summary counts the results of a run.
@@ -116,10 +159,30 @@ type Summary struct {
 	ContentChanged int    `json:"content_changed"`
 	Skipped        int    `json:"skipped"`
 	Errors         int    `json:"errors"`
+	// Listed is how many stored messages the selection's listing found
+	// (before the record-based criteria: outcome, sender, recipient);
+	// Messages counts those reported.
+	Listed int `json:"listed"`
+	// Delivered and DeliveryFailed count the messages released with
+	// --deliver-to: taken by the server, or not.
+	Delivered      int `json:"delivered,omitempty"`
+	DeliveryFailed int `json:"delivery_failed,omitempty"`
+	// Complete is false when the run stopped before every listed message
+	// was replayed (interrupted, the store failed, --limit); Stopped says
+	// why.
+	Complete bool   `json:"complete"`
+	Stopped  string `json:"stopped,omitempty"`
 }
 
 func (s *Summary) add(r Result) {
 	s.Messages++
+	if d := r.Delivery; d != nil {
+		if d.Error != "" {
+			s.DeliveryFailed++
+		} else {
+			s.Delivered++
+		}
+	}
 	switch r.Status {
 	case StatusSame:
 		s.Same++
@@ -144,9 +207,6 @@ func (s *Summary) add(r Result) {
 	}
 }
 
-// errStop ends the listing once Limit messages were handed out.
-var errStop = errors.New("replay: limit reached")
-
 // Run replays the stored messages of the days Since to Until, in storage
 // order, with Concurrency filters at once, and calls report with each
 // result in that same order, from the calling goroutine. A message's own
@@ -165,52 +225,124 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	every := o.ProgressEvery
-	if every <= 0 {
+	every, interval := o.ProgressEvery, o.ProgressInterval
+	if every == 0 {
 		every = DefaultProgressEvery
 	}
-	r := &runner{store: readOnly{o.Store}, filter: o.Filter, timeout: o.Timeout}
+	if interval <= 0 {
+		interval = DefaultProgressInterval
+	}
+	sel, err := o.Select.compile()
+	if err != nil {
+		return sum, fmt.Errorf("replay: %w", err)
+	}
+	r := &runner{store: readOnly{o.Store}, filter: o.Filter, timeout: o.Timeout, sel: sel,
+		deliver: o.DeliverTo, tempDir: o.TempDir}
 	n := max(o.Concurrency, 1)
+
+	log.Info("replay started", "since", dayString(o.Since), "until", dayString(o.Until),
+		"selection", o.Select.String(), "filter", fmt.Sprint(o.Filter), "concurrency", n, "limit", o.Limit)
+	entries, err := r.list(ctx, o)
+	sum.Listed = len(entries)
+	if err != nil {
+		err = fmt.Errorf("replay: %w", err)
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		sum.Stopped = stopReason(err)
+		log.Info("replay finished", "messages", 0, "listed", sum.Listed, "err", err)
+		return sum, err
+	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	order, wait := r.dispatch(runCtx, o, n)
-	log.Info("replay started", "since", dayString(o.Since), "until", dayString(o.Until),
-		"filter", fmt.Sprint(o.Filter), "concurrency", n, "limit", o.Limit)
+	order, wait := r.dispatch(runCtx, entries, n)
 	started := time.Now()
+	lastLine := started
+	prog := Progress{Total: len(entries)}
+	if o.Progress != nil {
+		o.Progress(prog)
+	}
 	var reportErr error
+	limited := false
 	for out := range order {
 		res := <-out
 		// Once stopped, results are cut short by the stop itself: not
 		// worth reporting as errors.
-		if reportErr != nil || ctx.Err() != nil {
+		if reportErr != nil || limited || ctx.Err() != nil {
 			continue
 		}
-		sum.add(res)
-		if err := report(res); err != nil {
-			reportErr = err
-			cancel()
-			continue
+		prog.Done++
+		if res.Status != "" { // else not selected
+			sum.add(res)
+			if err := report(res); err != nil {
+				reportErr = err
+				cancel()
+				continue
+			}
+			if every > 0 && (sum.Messages%every == 0 || time.Since(lastLine) >= interval) {
+				lastLine = time.Now()
+				elapsed := time.Since(started)
+				log.Info("replay progress", "messages", sum.Messages, "done", prog.Done, "listed", prog.Total,
+					"changed", sum.Changed, "skipped", sum.Skipped, "errors", sum.Errors, "day", res.Day,
+					"per_s", rate(prog.Done, elapsed), "eta_s", eta(prog, elapsed))
+			}
+			if o.Limit > 0 && sum.Messages >= o.Limit {
+				limited = true
+				cancel()
+			}
 		}
-		if sum.Messages%every == 0 {
-			log.Info("replay progress", "messages", sum.Messages, "changed", sum.Changed,
-				"skipped", sum.Skipped, "errors", sum.Errors, "day", res.Day)
+		if o.Progress != nil {
+			prog.Changed, prog.Errors, prog.Elapsed = sum.Changed, sum.Errors, time.Since(started)
+			o.Progress(prog)
 		}
 	}
-	err := wait()
+	wait()
 	switch {
 	case reportErr != nil:
 		err = fmt.Errorf("replay: report: %w", reportErr)
 	case ctx.Err() != nil:
 		err = ctx.Err()
-	case errors.Is(err, errStop):
-		err = nil
-	case err != nil:
-		err = fmt.Errorf("replay: %w", err)
 	}
-	log.Info("replay finished", "messages", sum.Messages, "same", sum.Same, "changed", sum.Changed,
-		"skipped", sum.Skipped, "errors", sum.Errors, "duration_ms", time.Since(started).Milliseconds(), "err", err)
+	sum.Complete = err == nil && prog.Done == prog.Total
+	switch {
+	case err != nil:
+		sum.Stopped = stopReason(err)
+	case limited && prog.Done < prog.Total:
+		sum.Stopped = fmt.Sprintf("--limit %d reached", o.Limit)
+	}
+	log.Info("replay finished", "messages", sum.Messages, "listed", sum.Listed, "same", sum.Same, "changed", sum.Changed,
+		"skipped", sum.Skipped, "errors", sum.Errors, "complete", sum.Complete,
+		"duration_ms", time.Since(started).Milliseconds(), "err", err)
 	return sum, err
+}
+
+// stopReason is what the summary says of a run that ended early.
+func stopReason(err error) string {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "interrupted"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	}
+	return err.Error()
+}
+
+// rate is messages per second, rounded for the log.
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return math.Round(float64(n)/d.Seconds()*10) / 10
+}
+
+// eta is the seconds left at the rate so far, or -1 when unknown.
+func eta(p Progress, d time.Duration) float64 {
+	if p.Done == 0 {
+		return -1
+	}
+	left := float64(p.Total-p.Done) * d.Seconds() / float64(p.Done)
+	return math.Round(left)
 }
 
 // task is one message on its way to a filter slot, with the channel its
@@ -220,12 +352,11 @@ type task struct {
 	out chan Result
 }
 
-// dispatch lists the messages and hands them to n filter slots. Each
-// message gets a one-slot result channel, queued on order in listing
-// order before the message goes to a slot: reading them in that order
-// keeps the report in order while n filters run. wait returns the
-// listing's error once every slot is done.
-func (r *runner) dispatch(ctx context.Context, o Options, n int) (order <-chan chan Result, wait func() error) {
+// dispatch hands the listed messages to n filter slots. Each message gets
+// a one-slot result channel, queued on order in listing order before the
+// message goes to a slot: reading them in that order keeps the report in
+// order while n filters run. wait returns once every slot is done.
+func (r *runner) dispatch(ctx context.Context, entries []entry, n int) (order <-chan chan Result, wait func()) {
 	tasks := make(chan task)
 	ordered := make(chan chan Result, n)
 	var slots sync.WaitGroup
@@ -236,49 +367,66 @@ func (r *runner) dispatch(ctx context.Context, o Options, n int) (order <-chan c
 			}
 		})
 	}
-	listed := make(chan error, 1)
 	go func() {
 		defer close(ordered)
 		defer close(tasks)
-		listed <- r.queue(ctx, o, ordered, tasks)
+		r.queue(ctx, entries, ordered, tasks)
 	}()
-	return ordered, func() error {
-		slots.Wait()
-		return <-listed
-	}
+	return ordered, slots.Wait
 }
 
-// queue lists the messages of o's days and queues each: a result channel
-// on order, then the message on tasks, or at once its result when it
-// cannot be replayed. It returns errStop after o.Limit messages.
-func (r *runner) queue(ctx context.Context, o Options, order chan<- chan Result, tasks chan<- task) error {
-	replayed := 0
-	return listMessages(ctx, r.store, o.Since, o.Until, func(m entry) error {
+// queue queues each listed message: a result channel on order, then the
+// message on tasks, or at once its result when it cannot be replayed.
+func (r *runner) queue(ctx context.Context, entries []entry, order chan<- chan Result, tasks chan<- task) {
+	for _, m := range entries {
 		out := make(chan Result, 1)
 		select {
 		case order <- out:
 		case <-ctx.Done():
-			return ctx.Err()
+			return
 		}
 		switch {
+		case m.missing != "":
+			out <- m.notFound()
+			continue
 		case !m.record:
 			out <- m.skipped(blob.RecordName)
-			return nil
+			continue
 		case !m.message:
 			out <- m.skipped(blob.MessageName)
-			return nil
+			continue
 		}
 		select {
 		case tasks <- task{m, out}:
 		case <-ctx.Done():
 			out <- m.failed(ctx.Err())
-			return ctx.Err()
+			return
 		}
-		if replayed++; o.Limit > 0 && replayed >= o.Limit {
-			return errStop
+	}
+}
+
+// list lists the messages the run covers: those of o's days, or the ids
+// asked for, narrowed by what the ids say (time, sample).
+func (r *runner) list(ctx context.Context, o Options) ([]entry, error) {
+	var entries []entry
+	keep := func(m entry) error {
+		if r.sel.listed(m) {
+			entries = append(entries, m)
 		}
 		return nil
-	})
+	}
+	if len(r.sel.ids) > 0 {
+		for _, id := range r.sel.ids {
+			m, err := findID(ctx, r.store, id)
+			if err != nil {
+				return entries, err
+			}
+			entries = append(entries, m)
+		}
+		return entries, nil
+	}
+	err := listMessages(ctx, r.store, o.Since, o.Until, keep)
+	return entries, err
 }
 
 // entry is one message directory found by the listing.
@@ -288,6 +436,15 @@ type entry struct {
 	dir     string // "2006/01/02/<id>"
 	message bool   // message.eml is there
 	record  bool   // verdict.json is there
+	missing string // an id asked for and not found: why
+}
+
+// notFound is the result for an id asked for that is not in the store.
+func (m entry) notFound() Result {
+	res := m.result()
+	res.Status = StatusError
+	res.Reason = m.missing
+	return res
 }
 
 func (m entry) result() Result {
@@ -346,7 +503,7 @@ func listMessages(ctx context.Context, s blob.Store, since, until time.Time, fn 
 			err = fn(*cur)
 		}
 		if err != nil {
-			if errors.Is(err, errStop) || ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return err
 			}
 			return fmt.Errorf("listing %s: %w", prefix, err)
@@ -360,6 +517,9 @@ type runner struct {
 	store   blob.Store
 	filter  filter.Filter
 	timeout time.Duration
+	sel     *selector
+	deliver *Deliverer // nil: deliver nothing
+	tempDir string     // for the output of messages to release
 }
 
 // one replays message m, which has a record and a body.
@@ -381,11 +541,37 @@ func (r *runner) one(ctx context.Context, m entry) Result {
 	if id := job.GetMessageId(); id != m.id {
 		return m.failed(fmt.Errorf("%s is for message %q", blob.RecordName, id))
 	}
+	if !r.sel.selected(rec) {
+		return Result{} // no status: not reported
+	}
 	res.From = job.Sender
 	res.To = len(job.GetRecipients())
+	if len(job.GetRecipients()) > 0 {
+		res.FirstTo = job.GetRecipients()[0]
+	}
+	if job.GetReceived() != nil {
+		res.Received = job.GetReceived().AsTime().UTC().Format(time.RFC3339Nano)
+	}
 	res.Old = outcome(rec.GetVerdict())
+	if v := rec.GetVerdict(); v.GetStarted() != nil && v.GetFinished() != nil {
+		res.OldMS = millis(v.GetFinished().AsTime().Sub(v.GetStarted().AsTime()))
+	}
 
-	newV, sum, err := r.run(ctx, job, m)
+	var spool *os.File
+	if r.deliver != nil && released(rec.GetVerdict()) {
+		// Kept until the verdict is known: what it accepts goes out.
+		if spool, err = os.CreateTemp(r.tempDir, "sluice-replay-*.eml"); err != nil {
+			return m.failed(fmt.Errorf("spooling the output for --deliver-to: %w", err))
+		}
+		defer func() { spool.Close(); os.Remove(spool.Name()) }()
+	}
+	var keep io.Writer // not a nil *os.File in an interface
+	if spool != nil {
+		keep = spool
+	}
+	began := time.Now()
+	newV, sum, unchanged, err := r.run(ctx, job, m, keep)
+	res.NewMS = millis(time.Since(began))
 	if errors.Is(err, blob.ErrNotFound) {
 		return m.skipped(blob.MessageName)
 	}
@@ -406,36 +592,79 @@ func (r *runner) one(ctx context.Context, m entry) Result {
 		}
 	}
 	res.Status, res.Change = compare(old, newV, res.Content)
+	if res.Status == StatusChanged {
+		res.Subject = r.subject(ctx, m)
+	}
+	if spool != nil && newV.GetAction() == sluicev1.Verdict_ACTION_ACCEPT {
+		res.Delivery = r.release(ctx, job, m, spool, unchanged)
+	}
 	return res
+}
+
+// release delivers what the new filter accepted: its output, or the
+// stored message when it wrote none.
+func (r *runner) release(ctx context.Context, job *sluicev1.FilterJob, m entry, spool *os.File, unchanged bool) *Delivery {
+	var body io.Reader = spool
+	if unchanged {
+		rc, err := r.store.Get(ctx, m.dir+"/"+blob.MessageName)
+		if err != nil {
+			return &Delivery{Error: fmt.Sprintf("reading %s: %v", blob.MessageName, err)}
+		}
+		defer rc.Close()
+		body = rc
+	} else if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return &Delivery{Error: "reading the filter's output: " + err.Error()}
+	}
+	d, err := r.deliver.Deliver(ctx, job.GetSender(), job.GetRecipients(), body)
+	if err != nil {
+		return &Delivery{Error: err.Error()}
+	}
+	return d
+}
+
+// millis is d in milliseconds, to the microsecond.
+func millis(d time.Duration) float64 {
+	if d < 0 {
+		return 0
+	}
+	return math.Round(float64(d.Microseconds())) / 1000
 }
 
 // run runs the filter over the stored message with the environment of its
 // first run and returns the new verdict and the sha256 of the output.
-func (r *runner) run(ctx context.Context, job *sluicev1.FilterJob, m entry) (*sluicev1.Verdict, []byte, error) {
+// A copy of the output also goes to keep, when it is not nil. unchanged
+// is true when the filter accepted without writing anything: it delivers
+// the message as stored.
+func (r *runner) run(ctx context.Context, job *sluicev1.FilterJob, m entry, keep io.Writer) (v *sluicev1.Verdict, sum []byte, unchanged bool, err error) {
 	in, err := r.store.Get(ctx, m.dir+"/"+blob.MessageName)
 	if err != nil {
 		if errors.Is(err, blob.ErrNotFound) {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
-		return nil, nil, fmt.Errorf("reading %s: %w", blob.MessageName, err)
+		return nil, nil, false, fmt.Errorf("reading %s: %w", blob.MessageName, err)
 	}
 	defer in.Close()
 	h := sha256.New()
-	res, err := r.filter.Run(ctx, worker.EnvOf(job), in, h)
-	if err != nil {
-		return nil, nil, err
+	var out io.Writer = h
+	if keep != nil {
+		out = io.MultiWriter(h, keep)
 	}
-	if res.Action == filter.Accept && res.Unchanged {
+	res, err := r.filter.Run(ctx, worker.EnvOf(job), in, out)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	unchanged = res.Action == filter.Accept && res.Unchanged
+	if unchanged {
 		// Nothing written: what it delivers is the message as stored.
 		if err := r.hashStored(ctx, m, h); err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 	}
-	v, err := worker.VerdictOf(res)
+	v, err = worker.VerdictOf(res)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	return v, h.Sum(nil), nil
+	return v, h.Sum(nil), unchanged, nil
 }
 
 // hashStored hashes the stored message into h.

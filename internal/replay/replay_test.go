@@ -312,7 +312,7 @@ func TestReplayFS(t *testing.T) {
 		if !slices.Equal(order, sortedIDs) {
 			t.Errorf("order %v, want %v", order, sortedIDs)
 		}
-		if sum != (Summary{Type: "summary", Messages: 5, Same: 5}) {
+		if sum != (Summary{Type: "summary", Messages: 5, Same: 5, Listed: 5, Complete: true}) {
 			t.Errorf("summary %+v", sum)
 		}
 		// The envelope comes from the record.
@@ -340,7 +340,7 @@ func TestReplayFS(t *testing.T) {
 				t.Errorf("%s: %+v", name, r)
 			}
 		}
-		if sum != (Summary{Type: "summary", Messages: 5, Same: 3, Changed: 2, AcceptToReject: 2}) {
+		if sum != (Summary{Type: "summary", Messages: 5, Same: 3, Changed: 2, AcceptToReject: 2, Listed: 5, Complete: true}) {
 			t.Errorf("summary %+v", sum)
 		}
 	})
@@ -352,7 +352,7 @@ func TestReplayFS(t *testing.T) {
 				t.Errorf("%+v: want content changed", r)
 			}
 		}
-		if sum != (Summary{Type: "summary", Messages: 5, Changed: 5, ContentChanged: 5}) {
+		if sum != (Summary{Type: "summary", Messages: 5, Changed: 5, ContentChanged: 5, Listed: 5, Complete: true}) {
 			t.Errorf("summary %+v", sum)
 		}
 	})
@@ -425,7 +425,7 @@ func TestReplayFS(t *testing.T) {
 		if r := got["hello"]; r.Status != StatusError || !strings.Contains(r.Reason, "decode verdict record") {
 			t.Errorf("hello: %+v", r)
 		}
-		if sum != (Summary{Type: "summary", Messages: 5, Same: 3, Skipped: 1, Errors: 1}) {
+		if sum != (Summary{Type: "summary", Messages: 5, Same: 3, Skipped: 1, Errors: 1, Listed: 5, Complete: true}) {
 			t.Errorf("summary %+v", sum)
 		}
 	})
@@ -462,7 +462,7 @@ func TestReplayS3(t *testing.T) {
 			t.Errorf("%s: %+v old %+v", name, r, r.Old)
 		}
 	}
-	if sum != (Summary{Type: "summary", Messages: 5, Same: 3, Changed: 2, RejectToAccept: 2}) {
+	if sum != (Summary{Type: "summary", Messages: 5, Same: 3, Changed: 2, RejectToAccept: 2, Listed: 5, Complete: true}) {
 		t.Errorf("summary %+v", sum)
 	}
 	if after := snapshot(t, store); !maps.Equal(before, after) {
