@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the third-party software sluice's tests run against, when it is
-# missing: swaks (with Net::SSLeay for TLS), openssl, HAProxy, nftables, and Postfix (Debian packages: smtp-sink/smtp-source, and
+# missing: swaks (with Net::SSLeay for TLS), openssl, HAProxy, nftables, Chromium, and Postfix (Debian packages: smtp-sink/smtp-source, and
 # postfix, postcat, postsuper and master for internal/postfixtest's real
 # instance), versitygw (a real S3 server) and nats-server (for JetStream
 # clusters).
@@ -44,6 +44,11 @@ command -v spamd >/dev/null || [ -x /usr/sbin/spamd ] || need_apt+=(spamd)
 command -v spamass-milter >/dev/null || [ -x /usr/sbin/spamass-milter ] || need_apt+=(spamass-milter)
 # rspamd, whose proxy worker speaks milter (the test runs its own instance).
 command -v rspamd >/dev/null || [ -x /usr/bin/rspamd ] || need_apt+=(rspamd)
+# Chromium, headless, for the replay HTML report's browser test; a font,
+# so that its screenshot has letters in it (--no-install-recommends leaves
+# chromium without fonts-liberation).
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt+=(chromium)
+[ -d /usr/share/fonts/truetype/dejavu ] || need_apt+=(fonts-dejavu-core)
 # nftables and iproute2, for TransparentProxy between network namespaces.
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
