@@ -88,6 +88,8 @@ func run(args, environ []string) int {
 	if err := sdnotify.Notify("READY=1\nSTATUS=taking jobs"); err != nil {
 		log.Warn("could not tell systemd the worker is ready", "err", err)
 	}
+	replayDone := serveReplay(ctx, cfg, q, w.Store, log)
+	defer replayDone()
 	if err := serve(ctx, q, w, cfg.Worker.Slots, mon); err != nil {
 		log.Error("worker stopped", "err", err)
 		return 1

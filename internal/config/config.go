@@ -334,6 +334,10 @@ type S3 struct {
 // WorkerSettings is the filter pool of this process.
 type WorkerSettings struct {
 	Slots int // concurrent filter runs; 0 = none in this process (edge only)
+	// ReplayPools are the replay pools served (replay --pool), each on
+	// ReplaySlots filter runs of its own.
+	ReplayPools []string
+	ReplaySlots int
 }
 
 // Error is a configuration error: main prints it and exits with ExitCode.

@@ -137,6 +137,8 @@ var settings = []setting{
 	{key: "filter.milter_protocol", kind: kindInt, def: "6", help: "milter protocol version offered, 2..6 (Postfix's milter_protocol)", lo: 2, hi: 6, field: fieldOf(func(c *Config) *int { return &c.Filter.MilterProtocol })},
 	{key: "filter.max_output_size", kind: kindSize, help: "largest filtered message delivered (default: max_message_size); 0 = unlimited"},
 	{key: "worker.slots", kind: kindInt, help: "concurrent filter runs in this process (default: see docs/configuration.md)"},
+	{key: "worker.replay_pools", kind: kindList, help: "replay pools this process serves (replay --pool NAME); empty = none. A replay job names the filter to run: whoever may publish on sluice.replay.NAME.jobs.> runs commands as this process", check: checkName, field: fieldOf(func(c *Config) *[]string { return &c.Worker.ReplayPools })},
+	{key: "worker.replay_slots", kind: kindInt, def: "4", help: "concurrent replay filter runs in this process, besides worker.slots", lo: 1, hi: 1024, field: fieldOf(func(c *Config) *int { return &c.Worker.ReplaySlots })},
 }
 
 // groups are the nested maps of the YAML form; "nats:" with every entry

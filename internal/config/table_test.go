@@ -29,6 +29,7 @@ func samples(t *testing.T, s setting) (valid, invalid string) {
 		"upstream.tls_server_name": {"mx.example.org", ""},
 		"upstream.tls":             {"opportunistic", "bogus"},
 		"filter.milters":           {"inet:127.0.0.1:8891, unix:/run/milter.sock", "tcp:somewhere"},
+		"worker.replay_pools":      {"rules-test, night", "has.dot"},
 	}
 	if v, ok := byKey[s.key]; ok {
 		return v[0], v[1]

@@ -193,6 +193,57 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 	return q, nil
 }
 
+// Dial connects as Open does but sets nothing up: no job stream, no
+// consumer, and no embedded server (o.URLs or o.Server is required). It
+// returns once the JetStream API answers, or with why not when ctx ends
+// first: for clients of streams of their own (replay's pool).
+func Dial(ctx context.Context, o Options) (*Queue, error) {
+	o.setDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if len(o.URLs) == 0 && o.Server == nil {
+		return nil, errors.New("queue: no NATS server to connect to (nats.url)")
+	}
+	q := &Queue{opts: o, log: o.Logger, ns: o.Server, closed: make(chan struct{}), pullWait: defaultPullWait}
+	if err := q.connect(); err != nil {
+		return nil, err
+	}
+	wait := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, requestTimeout)
+		_, err := q.js.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			return q, nil
+		}
+		if cause := q.connFailure(); cause != nil {
+			err = fmt.Errorf("%w; not connected: %w", err, cause)
+		}
+		if q.nc.IsClosed() {
+			return nil, fmt.Errorf("queue: connect to NATS: %w", q.connCause(err))
+		}
+		select {
+		case <-ctx.Done():
+			q.nc.Close()
+			return nil, fmt.Errorf("queue: NATS JetStream at %s: %w", strings.Join(o.URLs, ","), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// JetStream is the connection's JetStream API, for streams other than
+// the job stream.
+func (q *Queue) JetStream() jetstream.JetStream { return q.js }
+
+// Conn is the NATS connection.
+func (q *Queue) Conn() *nats.Conn { return q.nc }
+
+// Embedded reports whether the connection is to an embedded server in
+// this process.
+func (q *Queue) Embedded() bool { return q.ns != nil }
+
 // StartServer starts an embedded nats-server with JetStream storing under
 // o.StoreDir, listening on o.Listen ("" = in-process connections only), and
 // waits until it accepts connections.

@@ -24,16 +24,17 @@ const Usage = `usage: replay [-f configfile] [--since TIME] [--until TIME]
               [--to PATTERN ...] [--sample SHARE]
               [--filter-command CMD] [--filter-type pipe|file]
               [--milter ADDRESS ...]
-              [--concurrency N] [--format text|json] [--only-changed]
+              [--concurrency N] [--pool NAME] [--resume FILE]
+              [--format text|json] [--only-changed]
               [--html FILE] [--deliver-to HOST:PORT]
               [--limit N] [--setting=value ...]
 
 Runs the messages sluice stored (store.*) through a filter and reports the
 verdicts that would change, before that filter is switched on.
 
-Read-only: replay never writes to the message store and needs no NATS
-server. It delivers nothing unless --deliver-to says where. The filter's
-output is hashed (sha256) and compared, not kept.
+Read-only: replay never writes to the message store, and needs no NATS
+server unless --pool says so. It delivers nothing unless --deliver-to says
+where. The filter's output is hashed (sha256) and compared, not kept.
 
 The filter is FilterCommand, FilterType, FilterTimeout and TempDirectory
 from the configuration (-f, SLUICE_*), unless --filter-command or
@@ -72,7 +73,15 @@ Filter:
                               inet:host:port or unix:/path; repeat for
                               several, in order (default: filter.milters;
                               --milter '' tries none)
-      --concurrency N         filters running at once (default 2)
+      --concurrency N         filters running at once (default 2); with --pool,
+                              jobs in flight on the pool (default 64)
+      --pool NAME             run the filter on the workers that serve replay
+                              pool NAME (worker.replay_pools) instead of here:
+                              needs nats.url; the job carries the filter, the
+                              workers read the store themselves
+      --resume FILE           take over the results in FILE, the JSON report
+                              (--format json) of an interrupted run of this
+                              replay: those messages are not run again
 
 Report:
       --format FORMAT         text (one line per message, then a summary) or
@@ -113,14 +122,20 @@ type Flags struct {
 	Limit         int
 	HTML          string // --html: the page's path; "" for none
 	DeliverTo     string // --deliver-to: host:port; "" to deliver nothing
+	Pool          string // --pool: the worker pool's name; "" to run here
+	Resume        string // --resume: an interrupted run's JSON report
 }
+
+// DefaultPoolConcurrency is --concurrency with --pool: the jobs in flight
+// on the pool, enough to keep many workers busy.
+const DefaultPoolConcurrency = 64
 
 // ownFlags are replay's long flags, true for those that take a value.
 var ownFlags = map[string]bool{
 	"since": true, "until": true, "filter-command": true, "filter-type": true,
 	"concurrency": true, "format": true, "only-changed": false, "limit": true, "milter": true,
 	"id": true, "outcome": true, "from": true, "to": true, "sample": true, "html": true,
-	"deliver-to": true, "help": false,
+	"deliver-to": true, "pool": true, "resume": true, "help": false,
 }
 
 // MaxConcurrency bounds --concurrency.
@@ -151,6 +166,8 @@ func ParseArgs(args []string, now time.Time) (Flags, []string, error) {
 	sample := fs.String("sample", "", "")
 	html := fs.String("html", "", "")
 	deliver := fs.String("deliver-to", "", "")
+	pool := fs.String("pool", "", "")
+	resume := fs.String("resume", "", "")
 	var f Flags
 	if err := fs.Parse(own); err != nil {
 		return f, nil, err
@@ -261,6 +278,19 @@ func ParseArgs(args []string, now time.Time) (Flags, []string, error) {
 		return f, nil, fmt.Errorf("--concurrency: must be between 1 and %d", MaxConcurrency)
 	}
 	f.Concurrency = *conc
+	if fs.Changed("pool") {
+		if !validPoolName(*pool) {
+			return f, nil, fmt.Errorf("--pool: invalid pool name %q: letters, digits, '-' and '_'", *pool)
+		}
+		f.Pool = *pool
+		if !fs.Changed("concurrency") {
+			f.Concurrency = DefaultPoolConcurrency
+		}
+	}
+	if fs.Changed("resume") && *resume == "" {
+		return f, nil, errors.New("--resume: give the JSON report of the interrupted run")
+	}
+	f.Resume = *resume
 	switch *format {
 	case "text", "json":
 		f.Format = *format
@@ -302,4 +332,18 @@ func splitArgs(args []string) (own, rest []string) {
 		rest = append(rest, a)
 	}
 	return own, rest
+}
+
+// validPoolName is whether s can name a replay pool: one token of a NATS
+// subject and part of a consumer's name.
+func validPoolName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -123,3 +124,37 @@ func word(s string) string {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// ReadResume reads the JSON report of an earlier, interrupted run of the
+// same replay (what --format json wrote) and returns the results a new
+// run can take over, by message id: those of messages it replayed, and
+// those it skipped. Errors are left out, to be tried again; so is
+// anything that is not a message line (the summary).
+func ReadResume(r io.Reader) (map[string]Result, error) {
+	done := map[string]Result{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		var res Result
+		if err := json.Unmarshal(b, &res); err != nil {
+			return nil, fmt.Errorf("line %d: not a JSON report line (--format json): %v", line, err)
+		}
+		if res.Type != "message" || res.ID == "" {
+			continue
+		}
+		switch res.Status {
+		case StatusSame, StatusChanged, StatusSkipped:
+			done[res.ID] = res
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("line %d: %w", line+1, err)
+	}
+	return done, nil
+}

@@ -55,6 +55,14 @@ type Options struct {
 	// waits in TempDir ("" is the system's) until the verdict is known.
 	DeliverTo *Deliverer
 	TempDir   string
+	// Done holds results of an earlier run of the same replay (see
+	// ReadResume), by message id: those messages are reported as they
+	// were, not run again.
+	Done map[string]Result
+	// Pool, when set, runs the messages on a worker pool instead of here
+	// (Filter is then unused: the pool's job names it); Concurrency is
+	// then the jobs in flight.
+	Pool *Pool
 	// Progress, when set, is called from Run's goroutine once the listing
 	// is done and after each listed message.
 	Progress func(Progress)
@@ -237,7 +245,14 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 		return sum, fmt.Errorf("replay: %w", err)
 	}
 	r := &runner{store: readOnly{o.Store}, filter: o.Filter, timeout: o.Timeout, sel: sel,
-		deliver: o.DeliverTo, tempDir: o.TempDir}
+		deliver: o.DeliverTo, tempDir: o.TempDir, pool: o.Pool}
+	if o.Pool != nil {
+		r.job = jobOptions{sel: o.Select, wait: poolWait(o.Timeout)}
+		r.job.sel.IDs, r.job.sel.Sample = nil, 0
+		if o.DeliverTo != nil {
+			r.job.deliverTo = o.DeliverTo.Addr
+		}
+	}
 	n := max(o.Concurrency, 1)
 
 	log.Info("replay started", "since", dayString(o.Since), "until", dayString(o.Until),
@@ -256,6 +271,7 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	r.done = o.Done
 	order, wait := r.dispatch(runCtx, entries, n)
 	started := time.Now()
 	lastLine := started
@@ -302,7 +318,7 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 	case reportErr != nil:
 		err = fmt.Errorf("replay: report: %w", reportErr)
 	case ctx.Err() != nil:
-		err = ctx.Err()
+		err = context.Cause(ctx) // why it was stopped: interrupted, or no worker in the pool
 	}
 	sum.Complete = err == nil && prog.Done == prog.Total
 	switch {
@@ -363,7 +379,7 @@ func (r *runner) dispatch(ctx context.Context, entries []entry, n int) (order <-
 	for range n {
 		slots.Go(func() {
 			for t := range tasks {
-				t.out <- r.one(ctx, t.m)
+				t.out <- r.exec(ctx, t.m)
 			}
 		})
 	}
@@ -384,6 +400,10 @@ func (r *runner) queue(ctx context.Context, entries []entry, order chan<- chan R
 		case order <- out:
 		case <-ctx.Done():
 			return
+		}
+		if res, ok := r.done[m.id]; ok {
+			out <- res
+			continue
 		}
 		switch {
 		case m.missing != "":
@@ -520,6 +540,26 @@ type runner struct {
 	sel     *selector
 	deliver *Deliverer // nil: deliver nothing
 	tempDir string     // for the output of messages to release
+	pool    *Pool      // run on this worker pool instead of here
+	job     jobOptions // the pool's jobs' options
+	done    map[string]Result
+}
+
+// exec replays m here, or on the pool.
+func (r *runner) exec(ctx context.Context, m entry) Result {
+	if r.pool != nil {
+		return r.pool.one(ctx, m, r.job)
+	}
+	return r.one(ctx, m)
+}
+
+// poolWait bounds the wait for one message's result from the pool: its
+// runs (up to poolMaxDeliver, each up to the filter's timeout and the
+// store's slack, then the ack wait for a silent worker), and half an hour
+// in the queue behind the run's other jobs in flight. A pool that takes
+// nothing is noticed sooner, by Pool.Watch.
+func poolWait(timeout time.Duration) time.Duration {
+	return poolMaxDeliver*(timeout+storeSlack+poolAckWait) + 30*time.Minute
 }
 
 // one replays message m, which has a record and a body.
@@ -542,7 +582,7 @@ func (r *runner) one(ctx context.Context, m entry) Result {
 		return m.failed(fmt.Errorf("%s is for message %q", blob.RecordName, id))
 	}
 	if !r.sel.selected(rec) {
-		return Result{} // no status: not reported
+		return Result{ID: m.id} // no status: not selected, not reported
 	}
 	res.From = job.Sender
 	res.To = len(job.GetRecipients())
