@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-mail/sluice/internal/blob"
+	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/replay"
+	"github.com/sluice-mail/sluice/internal/worker"
+	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
+)
+
+func TestBarLine(t *testing.T) {
+	got := barLine(replay.Progress{Done: 50, Total: 200, Changed: 3, Errors: 1, Elapsed: 10 * time.Second}, 20)
+	want := "[#####...............] 50/200  25%  5.0 msg/s  ETA 0:30  changed 3  errors 1"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if got := barLine(replay.Progress{Done: 7200, Total: 7200 * 3, Elapsed: time.Hour}, 4); !strings.Contains(got, "ETA 2:00:00") {
+		t.Errorf("long ETA: %q", got)
+	}
+	// Log lines go above the bar: clear it, write, draw it again.
+	var out bytes.Buffer
+	b := &bar{w: &out}
+	b.Update(replay.Progress{Total: 2})
+	fmt.Fprint(b, "a log line\n")
+	b.Done()
+	if want := "\r\x1b[K[" + strings.Repeat(".", 24) + "] 0/2   0%  0.0 msg/s  ETA -  changed 0  errors 0" +
+		"\r\x1b[Ka log line\n[" + strings.Repeat(".", 24) + "] 0/2   0%  0.0 msg/s  ETA -  changed 0  errors 0\n"; out.String() != want {
+		t.Errorf("got  %q\nwant %q", out.String(), want)
+	}
+}
+
+// fillMany stores n messages of today, filtered by the real worker with
+// cat.
+func fillMany(t *testing.T, dir string, n int) {
+	t.Helper()
+	store, err := blob.NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &worker.Worker{ID: "test", Store: store,
+		Filter: filter.Command{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()}}
+	now := time.Now()
+	for i := range n {
+		id := fmt.Sprintf("m%04d", i)
+		body := fmt.Sprintf("Subject: message %d\r\n\r\nbody\r\n", i)
+		key := func(name string) string { return blob.Key(id, now, name) }
+		if _, err := store.Put(context.Background(), key(blob.MessageName), strings.NewReader(body), -1); err != nil {
+			t.Fatal(err)
+		}
+		sender := "alice@example.com"
+		job := &sluicev1.FilterJob{MessageId: id, MessageKey: key(blob.MessageName), FilteredKey: key(blob.FilteredName),
+			RecordKey: key(blob.RecordName), Sender: &sender, Recipients: []string{"bob@example.com"}, ClientAddr: "127.0.0.1"}
+		if v := w.Handle(context.Background(), job, 1); v.GetAction() != sluicev1.Verdict_ACTION_ACCEPT {
+			t.Fatalf("worker: %v", v)
+		}
+	}
+}
+
+// On a terminal (script(1) gives the run one) progress is a bar; the
+// report on stdout is unchanged.
+func TestReplayProgressOnATerminal(t *testing.T) {
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("script(1) is not installed")
+	}
+	bin := buildReplay(t)
+	dir := t.TempDir()
+	fillMany(t, filepath.Join(dir, "messages"), 20)
+	report := filepath.Join(dir, "report.txt")
+	cmdline := fmt.Sprintf("%s --store-dir %s --filter-command 'sleep 0.05; cat' >%s",
+		bin, filepath.Join(dir, "messages"), report)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "script", "-qec", cmdline, "/dev/null").CombinedOutput()
+	t.Logf("terminal:\n%q", out)
+	if err != nil {
+		t.Fatalf("script: %v", err)
+	}
+	if !regexp.MustCompile(`\[#{24}\] 20/20 100%  [0-9.]+ msg/s  ETA 0:00  changed 0  errors 0`).Match(out) {
+		t.Errorf("no finished bar on the terminal")
+	}
+	if !bytes.Contains(out, []byte("\r\x1b[K")) || bytes.Contains(out, []byte("replay progress")) {
+		t.Errorf("the bar is not redrawn in place, or progress log lines were written with it")
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ls := lines(string(b)); len(ls) != 21 || !strings.HasPrefix(ls[20], "summary: messages=20 same=20 ") {
+		t.Errorf("report:\n%s", b)
+	}
+}
+
+// Ctrl-C stops the run: the partial summary is printed, marked
+// incomplete, the HTML page says so too, and the exit status is 1.
+func TestReplayInterrupted(t *testing.T) {
+	bin := buildReplay(t)
+	dir := t.TempDir()
+	store := filepath.Join(dir, "messages")
+	fillMany(t, store, 40)
+	page := filepath.Join(dir, "report.html")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--store-dir", store, "--filter-command", "sleep 0.2; cat",
+		"--format", "json", "--html", page)
+	cmd.Env = append(os.Environ(), "SLUICE_CONFIG=")
+	var stdout, stderr lockedBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Once a few results are out, as an operator's Ctrl-C would.
+	exited := make(chan struct{})
+	var err error
+	go func() { err = cmd.Wait(); close(exited) }()
+	for strings.Count(stdout.String(), "\n") < 4 && ctx.Err() == nil {
+		select {
+		case <-exited:
+			t.Fatalf("replay exited before it was interrupted: %s", stderr.String())
+		default:
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	<-exited
+	t.Logf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want 1", err)
+	}
+	ls := lines(stdout.String())
+	var sum replay.Summary
+	if err := json.Unmarshal([]byte(ls[len(ls)-1]), &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Type != "summary" || sum.Complete || sum.Stopped != "interrupted" || sum.Listed != 40 ||
+		sum.Messages < 4 || sum.Messages >= 40 || sum.Messages != len(ls)-1 || sum.Same != sum.Messages {
+		t.Errorf("summary %+v after %d lines", sum, len(ls))
+	}
+	if !strings.Contains(stderr.String(), `msg="the replay did not complete"`) && !strings.Contains(stderr.String(), `msg="replay failed"`) {
+		t.Errorf("stderr does not say the run did not complete")
+	}
+	html, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatalf("the HTML page was not kept: %v", err)
+	}
+	if !bytes.Contains(bytes.ToLower(html), []byte("incomplete")) {
+		t.Errorf("the HTML page does not say it is incomplete")
+	}
+}
+
+// Bad input: an empty selection and unknown ids are clear messages and
+// exit 1; nothing looks like a complete report.
+func TestReplayNothingSelected(t *testing.T) {
+	bin := buildReplay(t)
+	dir := t.TempDir()
+	store := filepath.Join(dir, "messages")
+	fillMany(t, store, 3)
+	base := []string{"--store-dir", store, "--filter-command", "cat"}
+
+	r := runReplay(t, bin, append(base, "--from", "nobody@*")...)
+	if r.code != 1 || !strings.Contains(r.stderr, `msg="no stored message matches the selection"`) ||
+		!strings.Contains(r.stdout, "summary: messages=0 ") {
+		t.Errorf("empty selection: exit %d", r.code)
+	}
+	r = runReplay(t, bin, append(base, "--since", "2020-01-01", "--until", "2020-01-02")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "no stored message matches the selection") {
+		t.Errorf("empty days: exit %d", r.code)
+	}
+	unknown := "dc8vlchksdu9ph0j9am0"
+	r = runReplay(t, bin, append(base, "--id", unknown)...)
+	if r.code != 1 || !strings.Contains(r.stdout, unknown+" error: no such message in the store") {
+		t.Errorf("unknown id: exit %d", r.code)
+	}
+	r = runReplay(t, bin, append(base, "--id", "m0001")...)
+	if r.code != 2 || !strings.Contains(r.stderr, `--id: "m0001" is not a message id`) {
+		t.Errorf("malformed id: exit %d", r.code)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a running command writes while the
+// test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
