@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-mail/sluice/internal/blob"
 	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/natstest"
 	"github.com/sluice-mail/sluice/internal/replay"
 	"github.com/sluice-mail/sluice/internal/worker"
 	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
@@ -207,4 +208,75 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// The commands as an operator runs them: sluice-worker serving a replay
+// pool, replay --pool sending it a filter it was not started with.
+func TestReplayOnWorkerPool(t *testing.T) {
+	bin := buildReplay(t)
+	workerBin := filepath.Join(t.TempDir(), "worker")
+	if out, err := exec.Command("go", "build", "-o", workerBin, "../worker").CombinedOutput(); err != nil {
+		t.Fatalf("go build worker: %v\n%s", err, out)
+	}
+	nc := natstest.StartCluster(t, 1)
+	dir := t.TempDir()
+	store := filepath.Join(dir, "messages")
+	ids := fill(t, store)
+	conf := filepath.Join(dir, "worker.conf")
+	if err := os.WriteFile(conf, []byte("FilterCommand: cat\nTempDirectory: "+t.TempDir()+"\nstore.dir: "+store+
+		"\nnats.url: "+strings.Join(nc.URLs(), ",")+"\nworker.replay_pools: rules\nworker.slots: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w := exec.CommandContext(ctx, workerBin, "-f", conf)
+	var wlog lockedBuffer
+	w.Stdout, w.Stderr = &wlog, &wlog
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		w.Process.Signal(syscall.SIGTERM)
+		w.Wait()
+		t.Logf("worker log:\n%s", wlog.String())
+	}()
+	for !strings.Contains(wlog.String(), "serving replay pools") {
+		if ctx.Err() != nil {
+			t.Fatal("the worker did not start serving its pool")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rejectWord := filepath.Join(dir, "reject-word.sh")
+	if err := os.WriteFile(rejectWord, []byte("#!/bin/sh\nif grep -q VIAGRA \"$EMAIL\"; then echo '550 5.7.1 Rejected: spam word' >&2; exit 1; fi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	url := "--nats-url=" + strings.Join(nc.URLs(), ",")
+	day := time.Now().UTC().Format(replay.DayLayout)
+	r := runReplay(t, bin, "--store-dir", store, url, "--pool", "rules", "--filter-command", rejectWord, "--filter-type", "file")
+	want := []string{
+		day + " " + ids[0] + " from=alice@example.com to=1 accept -> accept same content=same",
+		day + " " + ids[1] + ` from=alice@example.com to=1 accept -> reject "550 5.7.1 Rejected: spam word" changed`,
+		day + " " + ids[2] + " skipped: no verdict.json",
+		"summary: messages=3 same=1 changed=1 (accept->reject=1 reject->accept=0 other-action=0 reply=0 content=0) skipped=1 errors=0 listed=3",
+	}
+	if r.code != 0 || strings.Join(lines(r.stdout), "\n") != strings.Join(want, "\n") {
+		t.Errorf("exit %d, stdout:\n%s\nwant:\n%s", r.code, r.stdout, strings.Join(want, "\n"))
+	}
+	if !strings.Contains(wlog.String(), "replay filter ready") || !strings.Contains(wlog.String(), rejectWord) {
+		t.Errorf("the worker did not build the job's filter")
+	}
+
+	// A pool no worker serves, and no NATS at all: clear, exit 1 or 2.
+	r = runReplay(t, bin, "--store-dir", store, url, "--pool", "nobody")
+	if r.code != 1 || !strings.Contains(r.stderr, `no worker serves the replay pool \"nobody\"`) {
+		t.Errorf("unserved pool: exit %d", r.code)
+	}
+	r = runReplay(t, bin, "--store-dir", store, "--pool", "rules")
+	if r.code != 2 || !strings.Contains(r.stderr, "--pool: needs nats.url") {
+		t.Errorf("no nats.url: exit %d", r.code)
+	}
+	r = runReplay(t, bin, "--store-dir", store, "--nats-url=nats://127.0.0.1:9", "--pool", "rules")
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot replay on the pool") {
+		t.Errorf("NATS down: exit %d", r.code)
+	}
 }

@@ -70,6 +70,12 @@ func script(t *testing.T, name, body string) string {
 // mail's expected reply to the final dot.
 func populate(t *testing.T, filterCmd, filterType string, wantCode func(mail) int, conf ...string) (*config.Config, map[string]string, string) {
 	t.Helper()
+	return populateWith(t, mails, filterCmd, filterType, wantCode, conf...)
+}
+
+// populateWith is populate with these mails.
+func populateWith(t *testing.T, mails []mail, filterCmd, filterType string, wantCode func(mail) int, conf ...string) (*config.Config, map[string]string, string) {
+	t.Helper()
 	up := smtptest.NewServer(t, smtptest.Config{})
 	dataDir := t.TempDir()
 	lines := []string{
