@@ -270,12 +270,14 @@ var Targets = []Target{
 	{"6 scale-out: 4 workers' msgs/s over 1's", "BenchmarkScaleOut", "4-over-1", false, 3.5, "1worker-msgs/s"},
 	{"11 accept-all milter: msgs/s over cat's", "BenchmarkCost", "edge_milter-over-cat", false, 2, "edge_cat-msgs/s"},
 	{"11 accept-all milter: msgs/s over no filter's", "BenchmarkCost", "edge_milter-of-nofilter", false, 0.5, "edge_nofilter-msgs/s"},
+	{"12 replay, sleep 0.05; cat: 4-worker pool over local", "BenchmarkReplay", "pool-over-local", false, 3, "local-msgs/s"},
+	{"12 replay of 100,000 messages: peak RSS MiB", "BenchmarkReplay", "100k-rss-MiB", true, 100, ""},
 }
 
 // writeTargets prints each target's median over runs, its bound, whether
 // the median meets it, and the reference beside it.
 func writeTargets(w io.Writer, values func(name, unit string) []float64) {
-	fmt.Fprintf(w, "\nthroughput targets, issues 10 and 11 (median (min..max) over runs):\n")
+	fmt.Fprintf(w, "\nthroughput targets, issues 10, 11 and 12 (median (min..max) over runs):\n")
 	for _, t := range Targets {
 		v := values(t.Bench, t.Unit)
 		if len(v) == 0 {
