@@ -176,20 +176,7 @@ func startServer(tb testing.TB, dir, conf, addr string, argv ...string) int {
 	cmd.Dir = dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedBuffer{b: &stderr, max: 8 << 10}
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("starting %s: %v", argv[0], err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	done := startProcess(tb, cmd)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -207,6 +194,27 @@ func startServer(tb testing.TB, dir, conf, addr string, argv ...string) int {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// startProcess starts cmd and stops it (SIGTERM, SIGKILL after 30 s)
+// when the benchmark ends; done is closed once it exited.
+func startProcess(tb testing.TB, cmd *exec.Cmd) (done chan struct{}) {
+	tb.Helper()
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("starting %s: %v", cmd.Path, err)
+	}
+	done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return done
 }
 
 // limitedBuffer keeps the first max bytes written to it (a start-up

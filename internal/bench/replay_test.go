@@ -149,20 +149,7 @@ func startWorker(tb testing.TB, bin, conf string, i int) {
 	cmd := exec.Command(bin, "-f", path)
 	log := &syncBuffer{}
 	cmd.Stderr = log
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	done := startProcess(tb, cmd)
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(log.String(), "serving replay pools") {
 		select {
