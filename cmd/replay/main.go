@@ -192,6 +192,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	case !sum.Complete:
 		log.Error("the replay did not complete", "stopped", sum.Stopped, "replayed", sum.Messages, "listed", sum.Listed)
 		return 1
+	case sum.Errors > 0 && sum.Errors == sum.Messages:
+		log.Error("no message could be replayed: the report says why for each", "errors", sum.Errors)
+		return 1
 	case sum.Errors > 0:
 		log.Error("some messages could not be replayed", "errors", sum.Errors)
 		return 1

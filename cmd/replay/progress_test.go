@@ -185,6 +185,13 @@ func TestReplayNothingSelected(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stdout, unknown+" error: no such message in the store") {
 		t.Errorf("unknown id: exit %d", r.code)
 	}
+	// A filter that fails on every message: errors, not changes.
+	r = runReplay(t, bin, "--store-dir", store, "--filter-command", "/nonexistent/filter")
+	if r.code != 1 || !strings.Contains(r.stderr, "no message could be replayed") ||
+		strings.Count(r.stdout, "error: the filter gave no answer: 451 Local Error") != 3 ||
+		!strings.Contains(r.stdout, "changed=0 ") || !strings.Contains(r.stdout, "errors=3 ") {
+		t.Errorf("failing filter: exit %d", r.code)
+	}
 	r = runReplay(t, bin, append(base, "--id", "m0001")...)
 	if r.code != 2 || !strings.Contains(r.stderr, `--id: "m0001" is not a message id`) {
 		t.Errorf("malformed id: exit %d", r.code)

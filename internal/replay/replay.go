@@ -621,6 +621,16 @@ func (r *runner) one(ctx context.Context, m entry) Result {
 	}
 	res.New = outcome(newV)
 	res.Detail = newV.GetDetail()
+	if newV.GetAction() == sluicev1.Verdict_ACTION_TEMPFAIL {
+		// The filter gave no answer (not found, crashed, timed out, a
+		// milter unreachable): nothing was learnt about this message.
+		res.Status = StatusError
+		res.Reason = "the filter gave no answer: " + newV.GetReply()
+		if d := newV.GetDetail(); d != "" {
+			res.Reason += " (" + d + ")"
+		}
+		return res
+	}
 
 	old := rec.GetVerdict()
 	accepted := old.GetAction() == sluicev1.Verdict_ACTION_ACCEPT && newV.GetAction() == sluicev1.Verdict_ACTION_ACCEPT
