@@ -21,6 +21,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/daemon"
 	"github.com/sluice-mail/sluice/internal/edge"
 	"github.com/sluice-mail/sluice/internal/filter"
+	"github.com/sluice-mail/sluice/internal/replaypool"
 	"github.com/sluice-mail/sluice/internal/sdnotify"
 	"github.com/sluice-mail/sluice/internal/wiring"
 )
@@ -74,7 +75,7 @@ func run(args, environ []string, child *daemon.Child) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	e, err := edge.Start(ctx, cfg, log)
+	e, err := edge.Start(ctx, cfg, log, edge.WithReplayPools(replaypool.Serve))
 	if err != nil {
 		log.Error("start-up failed", "err", err)
 		if child != nil {

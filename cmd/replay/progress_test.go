@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -285,5 +286,61 @@ func TestReplayOnWorkerPool(t *testing.T) {
 	r = runReplay(t, bin, "--store-dir", store, "--nats-url=nats://127.0.0.1:9", "--pool", "rules")
 	if r.code != 1 || !strings.Contains(r.stderr, "cannot replay on the pool") {
 		t.Errorf("NATS down: exit %d", r.code)
+	}
+}
+
+// The edge on its embedded default serves replay pools with its
+// in-process workers too: replay --pool through its nats.listen.
+func TestReplayOnEmbeddedEdge(t *testing.T) {
+	bin := buildReplay(t)
+	edgeBin := filepath.Join(t.TempDir(), "edge")
+	if out, err := exec.Command("go", "build", "-o", edgeBin, "../edge").CombinedOutput(); err != nil {
+		t.Fatalf("go build edge: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	store := filepath.Join(dir, "messages")
+	fillMany(t, store, 10)
+	port := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	natsAddr := port()
+	conf := filepath.Join(dir, "proxsmtpd.conf")
+	if err := os.WriteFile(conf, []byte("Listen: "+port()+"\nOutAddress: "+port()+"\nFilterCommand: cat\nTempDirectory: "+t.TempDir()+
+		"\ndata_dir: "+filepath.Join(dir, "data")+"\nstore.dir: "+store+"\nnats.listen: "+natsAddr+
+		"\nworker.replay_pools: here\nworker.slots: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := exec.CommandContext(ctx, edgeBin, "-d", "3", "-f", conf)
+	var elog lockedBuffer
+	e.Stdout, e.Stderr = &elog, &elog
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		e.Process.Signal(syscall.SIGTERM)
+		e.Wait()
+		if t.Failed() {
+			t.Logf("edge log:\n%s", elog.String())
+		}
+	}()
+	for !strings.Contains(elog.String(), "serving replay pools") {
+		if ctx.Err() != nil {
+			t.Fatalf("the edge does not serve its replay pool:\n%s", elog.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r := runReplay(t, bin, "--store-dir", store, "--nats-url=nats://"+natsAddr, "--pool", "here", "--filter-command",
+		"printf 'X-New: 1\\r\\n'; cat", "--format", "json")
+	ls := lines(r.stdout)
+	if r.code != 0 || len(ls) != 11 || !strings.Contains(ls[10], `"messages":10,"same":0,"changed":10,`) ||
+		!strings.Contains(ls[10], `"content_changed":10,`) {
+		t.Errorf("exit %d:\n%s", r.code, r.stdout)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/monitor"
 	"github.com/sluice-mail/sluice/internal/queue"
+	"github.com/sluice-mail/sluice/internal/replaypool"
 	"github.com/sluice-mail/sluice/internal/sdnotify"
 	"github.com/sluice-mail/sluice/internal/wiring"
 	"github.com/sluice-mail/sluice/internal/worker"
@@ -88,7 +89,7 @@ func run(args, environ []string) int {
 	if err := sdnotify.Notify("READY=1\nSTATUS=taking jobs"); err != nil {
 		log.Warn("could not tell systemd the worker is ready", "err", err)
 	}
-	replayDone := serveReplay(ctx, cfg, q, w.Store, log)
+	replayDone := replaypool.Serve(ctx, cfg, q, w.Store, log)
 	defer replayDone()
 	if err := serve(ctx, q, w, cfg.Worker.Slots, mon); err != nil {
 		log.Error("worker stopped", "err", err)

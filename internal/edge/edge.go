@@ -57,6 +57,7 @@ type Edge struct {
 
 	workersStop context.CancelFunc
 	workersDone chan struct{}
+	replay      ReplayServer // nil: the replay pools are served elsewhere
 	bgStop      context.CancelFunc
 	bg          sync.WaitGroup
 
@@ -88,14 +89,31 @@ type Edge struct {
 
 // Start brings every part up and listens once the edge can filter: NATS,
 // the store and (in the single-process default) the workers are ready.
-func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Edge, error) {
-	return start(ctx, cfg, log, listenerFor(cfg))
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Option) (*Edge, error) {
+	return start(ctx, cfg, log, listenerFor(cfg), opts...)
+}
+
+// Option is an optional part of the edge.
+type Option func(*Edge)
+
+// ReplayServer serves the replay pools of worker.replay_pools on q and
+// store until ctx ends; wait returns once its jobs in progress are done
+// (replaypool.Serve).
+type ReplayServer func(ctx context.Context, cfg *config.Config, q *queue.Queue, store blob.Store, log *slog.Logger) (wait func())
+
+// WithReplayPools has the in-process workers also serve the replay pools
+// of worker.replay_pools with serve, as a sluice-worker does.
+func WithReplayPools(serve ReplayServer) Option {
+	return func(e *Edge) { e.replay = serve }
 }
 
 // start is Start with the function that opens the listener.
-func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen func(config.Address) (net.Listener, error)) (*Edge, error) {
+func start(ctx context.Context, cfg *config.Config, log *slog.Logger, listen func(config.Address) (net.Listener, error), opts ...Option) (*Edge, error) {
 	e := &Edge{cfg: cfg, log: log, sessions: map[*session.Session]struct{}{}, perIP: map[netip.Addr]int{},
 		listenerDone: make(chan struct{}), hup: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(e)
+	}
 	e.sessionCtx, e.stopSessions = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -421,9 +439,14 @@ func (e *Edge) startWorkers(ctx context.Context, qo queue.Options) error {
 	wctx, stop := context.WithCancel(context.Background())
 	e.workersStop = stop
 	e.workersDone = make(chan struct{})
+	replayDone := func() {}
+	if e.replay != nil && len(e.cfg.Worker.ReplayPools) > 0 {
+		replayDone = e.replay(wctx, e.cfg, wq, e.store, e.log.With("component", "worker"))
+	}
 	go func() {
 		defer close(e.workersDone)
 		defer wq.Close()
+		defer replayDone()
 		if err := worker.Run(wctx, wq, w, e.cfg.Worker.Slots); err != nil {
 			e.log.Error("in-process workers stopped", "err", err)
 		}

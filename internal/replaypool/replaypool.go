@@ -1,4 +1,8 @@
-package main
+// Package replaypool serves replay pools (worker.replay_pools) in a
+// process that filters: a sluice-worker, or an edge with its embedded
+// server and in-process workers. It builds each job's filter with the
+// process's own settings for the rest.
+package replaypool
 
 import (
 	"context"
@@ -17,16 +21,18 @@ import (
 	"github.com/sluice-mail/sluice/internal/wiring"
 )
 
-// serveReplay serves the replay pools of worker.replay_pools, if any,
-// until ctx ends, on the worker's own NATS connection and store.
-func serveReplay(ctx context.Context, cfg *config.Config, q *queue.Queue, store blob.Store, log *slog.Logger) (wait func()) {
+// Serve serves the replay pools of worker.replay_pools, if any, until
+// ctx ends, on q's NATS connection and store; wait returns once the jobs
+// in progress are done. With an embedded server the pool stream is kept
+// in memory, as the job stream is.
+func Serve(ctx context.Context, cfg *config.Config, q *queue.Queue, store blob.Store, log *slog.Logger) (wait func()) {
 	if len(cfg.Worker.ReplayPools) == 0 {
 		return func() {}
 	}
 	filters := &replayFilters{cfg: cfg, log: log.With("component", "replay")}
 	s := &replay.PoolServer{
 		NC: q.Conn(), JS: q.JetStream(), Store: store,
-		Pools: cfg.Worker.ReplayPools, Slots: cfg.Worker.ReplaySlots, Replicas: cfg.NATS.Replicas,
+		Pools: cfg.Worker.ReplayPools, Slots: cfg.Worker.ReplaySlots, Replicas: cfg.NATS.Replicas, Memory: q.Embedded(),
 		TempDir: cfg.TempDirectory, Filter: filters.get, Logger: log.With("component", "replay"),
 	}
 	done := make(chan struct{})
