@@ -109,7 +109,9 @@ func TestReplayEndToEnd(t *testing.T) {
 			}
 			defer p.Close()
 			var pooled []Result
-			sum, err = Run(context.Background(), Options{Store: store, Since: now.AddDate(0, 0, -1), Until: now, Pool: p,
+			rctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			sum, err = Run(rctx, Options{Store: store, Since: now.AddDate(0, 0, -1), Until: now, Pool: p,
 				Timeout: 30 * time.Second, Concurrency: 8, DeliverTo: &Deliverer{Addr: sink.Addr()}},
 				func(r Result) error { pooled = append(pooled, r); return nil })
 			if err != nil {

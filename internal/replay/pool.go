@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +24,10 @@ import (
 // behind a replay's), subject sluice.replay.NAME.jobs.RUN. The workers
 // that serve NAME (worker.replay_pools) share the durable consumer
 // replay-NAME, run the job's filter over the stored message exactly as a
-// local replay does (runner.one), and publish the Result on the job's
-// reply subject, sluice.replay.NAME.results.RUN, which the command
-// subscribes to. A job carries its filter, so a worker needs no restart
+// local replay does (runner.one), and send the Result as a request on the
+// job's reply subject, sluice.replay.NAME.results.RUN, which the command
+// subscribes to and answers: a result nobody takes runs again, and a run
+// whose command is gone (no responders) has its other jobs dropped. A job carries its filter, so a worker needs no restart
 // to try a new one. A job whose worker dies is delivered again after
 // poolAckWait; the command keeps the first result per message.
 const (
@@ -91,6 +93,11 @@ type Pool struct {
 	// NoWorkerAfter is how long jobs may wait untaken, with no result
 	// coming, before Watch gives up; 0 is DefaultNoWorkerAfter.
 	NoWorkerAfter time.Duration
+	// StuckAfter is how long jobs may be held by workers with nothing
+	// handed out or finished before Watch gives up; 0 is the filter's
+	// timeout (at least 10 minutes) and the store's slack and the ack
+	// wait.
+	StuckAfter time.Duration
 
 	mu       sync.Mutex
 	waiting  map[string]chan Result
@@ -146,6 +153,9 @@ func (p *Pool) onResult(m *nats.Msg) {
 		return
 	}
 	p.activity.Store(time.Now().UnixNano())
+	if m.Reply != "" {
+		_ = m.Respond(nil) // taken: the worker may ack the job
+	}
 	p.mu.Lock()
 	ch := p.waiting[r.ID]
 	delete(p.waiting, r.ID)
@@ -211,25 +221,31 @@ func (p *Pool) publish(ctx context.Context, id string, data []byte) error {
 	}
 }
 
-// Watch stops the run, through stop, when its jobs wait and no worker
-// takes them: none in progress, none finished for NoWorkerAfter. It
-// returns when ctx ends.
+// Watch stops the run, through stop, when no worker takes its jobs. The
+// pool shows life by results coming back, or by its consumer handing out
+// or finishing jobs (another run's included). Without any for
+// NoWorkerAfter while jobs wait and none is in progress, nobody pulls;
+// without any for StuckAfter while jobs wait or are held, the workers
+// holding them are gone (a worker that stopped may have taken a job it
+// will never run, and NATS hands it out again only to a worker that
+// asks). It returns when ctx ends.
 func (p *Pool) Watch(ctx context.Context, stop context.CancelCauseFunc) {
 	after := p.NoWorkerAfter
 	if after <= 0 {
 		after = DefaultNoWorkerAfter
 	}
+	stuck := p.StuckAfter
+	if stuck <= 0 {
+		stuck = max(p.filter.Timeout(), 10*time.Minute) + storeSlack + poolAckWait
+	}
 	tick := time.NewTicker(min(after/4, 2*time.Second))
 	defer tick.Stop()
+	var delivered, acked uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		}
-		idle := time.Since(time.Unix(0, p.activity.Load()))
-		if idle < after {
-			continue
 		}
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		info, err := p.cons.Info(ictx)
@@ -237,11 +253,23 @@ func (p *Pool) Watch(ctx context.Context, stop context.CancelCauseFunc) {
 		if err != nil {
 			continue // NATS itself is in trouble: the publishes say so
 		}
-		if info.NumAckPending == 0 && info.NumPending > 0 {
+		if info.Delivered.Consumer != delivered || info.AckFloor.Consumer != acked {
+			delivered, acked = info.Delivered.Consumer, info.AckFloor.Consumer
+			p.activity.Store(time.Now().UnixNano())
+			continue
+		}
+		idle := time.Since(time.Unix(0, p.activity.Load()))
+		p.log.Debug("replay pool: watching", "idle", idle, "pending", info.NumPending, "ack_pending", info.NumAckPending,
+			"waiting", info.NumWaiting)
+		switch {
+		case idle >= after && info.NumAckPending == 0 && info.NumPending > 0:
 			stop(fmt.Errorf("%w %q: %d jobs waiting, none taken for %s", ErrNoWorker, p.name, info.NumPending, idle.Round(time.Second)))
 			return
+		case idle >= stuck && info.NumPending+uint64(info.NumAckPending) > 0:
+			stop(fmt.Errorf("%w %q: %d jobs waiting and %d held by workers, none handed out or finished for %s",
+				ErrNoWorker, p.name, info.NumPending, info.NumAckPending, idle.Round(time.Second)))
+			return
 		}
-		p.activity.Store(time.Now().UnixNano()) // jobs are running: look again later
 	}
 }
 
@@ -279,6 +307,9 @@ type PoolServer struct {
 	// Filter builds the job's filter; it may keep and reuse what it built.
 	Filter func(FilterSpec) (filter.Filter, error)
 	Logger *slog.Logger
+
+	mu       sync.Mutex
+	goneRuns []string // runs whose command no longer listens, newest last
 }
 
 // Serve creates the pool stream if missing and each pool's consumer, then
@@ -290,6 +321,9 @@ func (s *PoolServer) Serve(ctx context.Context) error {
 	log := s.Logger
 	cons, err := s.setup(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it was set up
+		}
 		return err
 	}
 	var wg sync.WaitGroup
@@ -371,7 +405,9 @@ func (s *PoolServer) ensure(ctx context.Context) ([]jetstream.Consumer, error) {
 // take runs one job at a time of pool until ctx ends.
 func (s *PoolServer) take(ctx context.Context, pool string, c jetstream.Consumer, log *slog.Logger) {
 	for ctx.Err() == nil {
-		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		// A short pull: one a stopped worker leaves at the server
+		// expires soon, instead of holding a job for the ack wait.
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		msg, err := c.Next(jetstream.FetchContext(fctx))
 		cancel()
 		if err != nil {
@@ -400,19 +436,67 @@ func (s *PoolServer) handle(ctx context.Context, pool string, msg jetstream.Msg,
 		_ = msg.Term()
 		return
 	}
+	if s.gone(job.Run) {
+		_ = msg.Term() // its command is gone: nobody waits for the result
+		return
+	}
 	m := entry{day: day, id: job.ID, dir: blob.Dir(job.ID, day), message: true, record: true}
 	res := s.run(ctx, job, m, msg)
 	log.Debug("replay job done", "pool", pool, "id", job.ID, "status", res.Status)
 	data, err := json.Marshal(res)
 	if err == nil {
-		err = s.NC.Publish(job.Reply, data)
+		err = s.answer(job.Reply, data)
 	}
-	if err != nil {
-		log.Warn("replay pool: result not sent", "pool", pool, "id", job.ID, "err", err)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		// The command stopped without dropping its jobs (killed): the
+		// rest of its run is dropped unrun.
+		if s.markGone(job.Run) {
+			log.Info("replay run gone: dropping its jobs", "pool", pool, "run", job.Run)
+		}
+		_ = msg.Term()
+	case err != nil:
+		log.Warn("replay pool: result not taken; the job runs again", "pool", pool, "id", job.ID, "err", err)
 		_ = msg.Nak()
-		return
+	default:
+		_ = msg.Ack()
 	}
-	_ = msg.Ack()
+}
+
+// answer sends a result and waits for the command to take it, trying
+// three times; nats.ErrNoResponders when nobody listens any more.
+func (s *PoolServer) answer(subject string, data []byte) error {
+	var err error
+	for range 3 {
+		if _, err = s.NC.Request(subject, data, 10*time.Second); err == nil || errors.Is(err, nats.ErrNoResponders) {
+			return err
+		}
+	}
+	return err
+}
+
+// maxGone bounds the runs remembered as gone.
+const maxGone = 64
+
+// gone is whether run's command was found gone.
+func (s *PoolServer) gone(run string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.goneRuns, run)
+}
+
+// markGone remembers run as gone; false when it already was.
+func (s *PoolServer) markGone(run string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Contains(s.goneRuns, run) {
+		return false
+	}
+	if len(s.goneRuns) == maxGone {
+		s.goneRuns = s.goneRuns[1:]
+	}
+	s.goneRuns = append(s.goneRuns, run)
+	return true
 }
 
 // run replays one job's message with the job's filter, selection and

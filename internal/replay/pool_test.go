@@ -78,9 +78,12 @@ func startWorkers(t *testing.T, ns *server.Server, store blob.Store, pool string
 	}
 	// The consumer is there once a server set it up.
 	q := dial(t, ns)
-	for {
+	for deadline := time.Now().Add(30 * time.Second); ; {
 		if _, err := q.JetStream().Consumer(context.Background(), PoolStream, poolConsumer(pool)); err == nil {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no pool server set up the consumer")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -132,7 +135,9 @@ printf 'X-New: 1\r\n%s' "${body%x}"
 			o.Pool, o.Filter = p, nil
 		}
 		var rs []Result
-		sum, err := Run(context.Background(), o, func(r Result) error { rs = append(rs, r); return nil })
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		sum, err := Run(ctx, o, func(r Result) error { rs = append(rs, r); return nil })
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
@@ -202,18 +207,22 @@ func TestPoolWithoutWorkers(t *testing.T) {
 	}
 
 	stop() // the consumer stays, nobody takes its jobs
-	p, err := OpenPool(context.Background(), q.Conn(), q.JetStream(), "gone", spec, nil)
+	p, err := OpenPool(context.Background(), q.Conn(), q.JetStream(), "gone", spec,
+		slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.NoWorkerAfter = time.Second
-	ctx, cancel := context.WithCancelCause(context.Background())
+	p.StuckAfter = 3 * time.Second // the stopped worker may hold a job it took
+	wctx, stopWatch := context.WithTimeout(context.Background(), 90*time.Second)
+	defer stopWatch()
+	ctx, cancel := context.WithCancelCause(wctx)
 	defer cancel(nil)
 	go p.Watch(ctx, cancel)
 	started := time.Now()
 	sum, err := Run(ctx, Options{Store: store, Since: day0, Until: day0.AddDate(0, 0, 2), Concurrency: 4, Pool: p,
 		Timeout: 30 * time.Second}, func(Result) error { return nil })
-	if !errors.Is(err, ErrNoWorker) || sum.Complete || !strings.Contains(sum.Stopped, "none taken") || sum.Messages != 0 {
+	if !errors.Is(err, ErrNoWorker) || sum.Complete || !strings.Contains(sum.Stopped, "none") || sum.Messages != 0 {
 		t.Errorf("after %s: err %v, summary %+v", time.Since(started), err, sum)
 	}
 	// Its jobs are dropped from the stream on Close.
@@ -246,8 +255,10 @@ func TestPoolTakesNewFilters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sum, err := Run(context.Background(), Options{Store: store, Since: day0, Until: day0.AddDate(0, 0, 2), Pool: p,
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		sum, err := Run(ctx, Options{Store: store, Since: day0, Until: day0.AddDate(0, 0, 2), Pool: p,
 			Timeout: 30 * time.Second}, func(Result) error { return nil })
+		cancel()
 		p.Close()
 		if err != nil || sum.Messages != 5 || !sum.Complete {
 			t.Fatalf("%s: %v %+v", name, err, sum)
@@ -259,5 +270,77 @@ func TestPoolTakesNewFilters(t *testing.T) {
 	}
 	if _, err := os.Stat(marks); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A command killed before it could drop its jobs: the first worker that
+// finds nobody taking its result drops the rest of that run unrun.
+func TestPoolDropsJobsOfAGoneRun(t *testing.T) {
+	store, err := blob.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	day0 := dayOf(time.Now()).AddDate(0, 0, -2)
+	storeMix(t, store, day0)
+	ns := embeddedNATS(t)
+	startWorkers(t, ns, store, "p", 1)() // the consumer stays; nobody takes jobs now
+	marks := t.TempDir()
+	q := dial(t, ns)
+	p, err := OpenPool(context.Background(), q.Conn(), q.JetStream(), "p",
+		FilterSpec{Command: "touch " + filepath.Join(marks, "run") + ".$$; cat", TimeoutMS: 30000}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := q.JetStream().Consumer(context.Background(), PoolStream, poolConsumer("p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := func() (uint64, int) {
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.NumPending, info.NumAckPending
+	}
+	// The stopped worker's last pull requests expire first (5 s): a job
+	// one of them took would wait out the ack wait.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumWaiting == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pull requests still waiting", info.NumWaiting)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		Run(ctx, Options{Store: store, Since: day0, Until: day0.AddDate(0, 0, 2), Pool: p, Concurrency: 5,
+			Timeout: 30 * time.Second}, func(Result) error { return nil })
+	}()
+	for n, _ := pending(); n < 5; n, _ = pending() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Killed: no more subscription, no purge.
+	p.sub.Unsubscribe()
+	cancel()
+	<-ran
+
+	startWorkers(t, ns, store, "p", 1)
+	deadline := time.Now().Add(20 * time.Second)
+	for n, a := pending(); n > 0 || a > 0; n, a = pending() {
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs of the gone run still there: %d pending, %d in progress", n, a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if runs, _ := filepath.Glob(filepath.Join(marks, "run") + ".*"); len(runs) > 2 {
+		t.Errorf("the filter ran %d times for a gone run; at most the worker's 2 slots should", len(runs))
 	}
 }
