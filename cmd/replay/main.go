@@ -182,12 +182,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	case err != nil:
 		log.Error("replay failed", "err", err, "complete", sum.Complete, "replayed", sum.Messages, "listed", sum.Listed)
 		return 1
-	case sum.Listed == 0:
-		log.Error("no stored message matches the selection", "since", flags.Since.Format(replay.DayLayout),
-			"until", flags.Until.Format(replay.DayLayout), "selection", flags.Select.String())
-		return 1
 	case sum.Messages == 0:
-		log.Error("no stored message matches the selection", "listed", sum.Listed, "selection", flags.Select.String())
+		log.Error("no stored message matches the selection", "since", flags.Since.Format(replay.DayLayout),
+			"until", flags.Until.Format(replay.DayLayout), "listed", sum.Listed, "selection", flags.Select.String())
 		return 1
 	case !sum.Complete:
 		log.Error("the replay did not complete", "stopped", sum.Stopped, "replayed", sum.Messages, "listed", sum.Listed)

@@ -42,6 +42,20 @@ func buildReplay(t *testing.T) string {
 // The last message gets no verdict, as one still in flight.
 func fill(t *testing.T, dir string) (ids []string) {
 	t.Helper()
+	ids = []string{"msga", "msgb", "msgc"}
+	storeFiltered(t, dir, ids, []string{
+		"Subject: hello\r\n\r\nJust a note.\r\n",
+		"Subject: offer\r\n\r\nBuy VIAGRA now.\r\n",
+		"Subject: in flight\r\n\r\nStill waiting.\r\n",
+	}, 1)
+	return ids
+}
+
+// storeFiltered stores each body under its id (today) the way the edge
+// does and has the real worker filter it with `cat`, except the last
+// inFlight ones, which get no verdict.
+func storeFiltered(t *testing.T, dir string, ids, bodies []string, inFlight int) {
+	t.Helper()
 	store, err := blob.NewFS(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -50,20 +64,14 @@ func fill(t *testing.T, dir string) (ids []string) {
 		Filter: filter.Command{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()}}
 	ctx := context.Background()
 	now := time.Now()
-	bodies := []string{
-		"Subject: hello\r\n\r\nJust a note.\r\n",
-		"Subject: offer\r\n\r\nBuy VIAGRA now.\r\n",
-		"Subject: in flight\r\n\r\nStill waiting.\r\n",
-	}
 	for i, body := range bodies {
-		id := "msg" + string(rune('a'+i))
+		id := ids[i]
 		key := func(name string) string { return blob.Key(id, now, name) }
 		if _, err := store.Put(ctx, key(blob.MessageName), strings.NewReader(body), int64(len(body))); err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, id)
-		if i == len(bodies)-1 {
-			break
+		if i >= len(bodies)-inFlight {
+			continue
 		}
 		sender := "alice@example.com"
 		job := &sluicev1.FilterJob{MessageId: id, MessageKey: key(blob.MessageName), FilteredKey: key(blob.FilteredName),
@@ -73,7 +81,6 @@ func fill(t *testing.T, dir string) (ids []string) {
 			t.Fatalf("worker: %v", v)
 		}
 	}
-	return ids
 }
 
 // tree is every file under dir with its content's hash and its mtime.

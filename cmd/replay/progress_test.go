@@ -16,12 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-mail/sluice/internal/blob"
-	"github.com/sluice-mail/sluice/internal/filter"
 	"github.com/sluice-mail/sluice/internal/natstest"
 	"github.com/sluice-mail/sluice/internal/replay"
-	"github.com/sluice-mail/sluice/internal/worker"
-	sluicev1 "github.com/sluice-mail/sluice/proto/sluice/v1"
 )
 
 func TestBarLine(t *testing.T) {
@@ -49,27 +45,12 @@ func TestBarLine(t *testing.T) {
 // cat.
 func fillMany(t *testing.T, dir string, n int) {
 	t.Helper()
-	store, err := blob.NewFS(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &worker.Worker{ID: "test", Store: store,
-		Filter: filter.Command{Command: "cat", Timeout: 30 * time.Second, TempDir: t.TempDir()}}
-	now := time.Now()
+	var ids, bodies []string
 	for i := range n {
-		id := fmt.Sprintf("m%04d", i)
-		body := fmt.Sprintf("Subject: message %d\r\n\r\nbody\r\n", i)
-		key := func(name string) string { return blob.Key(id, now, name) }
-		if _, err := store.Put(context.Background(), key(blob.MessageName), strings.NewReader(body), -1); err != nil {
-			t.Fatal(err)
-		}
-		sender := "alice@example.com"
-		job := &sluicev1.FilterJob{MessageId: id, MessageKey: key(blob.MessageName), FilteredKey: key(blob.FilteredName),
-			RecordKey: key(blob.RecordName), Sender: &sender, Recipients: []string{"bob@example.com"}, ClientAddr: "127.0.0.1"}
-		if v := w.Handle(context.Background(), job, 1); v.GetAction() != sluicev1.Verdict_ACTION_ACCEPT {
-			t.Fatalf("worker: %v", v)
-		}
+		ids = append(ids, fmt.Sprintf("m%04d", i))
+		bodies = append(bodies, fmt.Sprintf("Subject: message %d\r\n\r\nbody\r\n", i))
 	}
+	storeFiltered(t, dir, ids, bodies, 0)
 }
 
 // On a terminal (script(1) gives the run one) progress is a bar; the

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path"
 	"strings"
 	"time"
 
@@ -225,14 +224,14 @@ func ParseArgs(args []string, now time.Time) (Flags, []string, error) {
 			f.Select.Outcomes = append(f.Select.Outcomes, name)
 		}
 	}
-	for _, p := range *froms {
-		if _, err := path.Match(strings.ToLower(p), ""); err != nil || p == "" {
-			return f, nil, fmt.Errorf("--from: invalid pattern %q", p)
-		}
-	}
-	for _, p := range *tos {
-		if _, err := path.Match(strings.ToLower(p), ""); err != nil || p == "" {
-			return f, nil, fmt.Errorf("--to: invalid pattern %q", p)
+	for _, fl := range []struct {
+		name     string
+		patterns []string
+	}{{"--from", *froms}, {"--to", *tos}} {
+		for _, p := range fl.patterns {
+			if p == "" || checkPattern(p) != nil {
+				return f, nil, fmt.Errorf("%s: invalid pattern %q", fl.name, p)
+			}
 		}
 	}
 	f.Select.From, f.Select.To = *froms, *tos

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -92,13 +91,13 @@ func (d *Deliverer) Deliver(ctx context.Context, sender string, rcpts []string, 
 	if err := expect("EHLO", 250, rep, err); err != nil {
 		return nil, err
 	}
-	exts := extensions(rep)
+	exts := wire.Extensions(rep)
 	mail := "MAIL FROM:<" + sender + ">"
-	if exts["8BITMIME"] {
+	if _, ok := exts["8BITMIME"]; ok {
 		mail += " BODY=8BITMIME"
 	}
 	if !isASCII(sender) || !allASCII(rcpts) {
-		if !exts["SMTPUTF8"] {
+		if _, ok := exts["SMTPUTF8"]; !ok {
 			return nil, fmt.Errorf("the envelope has non-ASCII addresses and %s does not offer SMTPUTF8", d.Addr)
 		}
 		mail += " SMTPUTF8"
@@ -130,19 +129,6 @@ func (d *Deliverer) Deliver(ctx context.Context, sender string, rcpts []string, 
 		return &Delivery{Error: rep.String()}, nil
 	}
 	return &Delivery{Reply: rep.String()}, nil
-}
-
-// extensions are the EHLO keywords of a reply, upper case.
-func extensions(rep wire.Reply) map[string]bool {
-	out := map[string]bool{}
-	for i, line := range rep.Lines {
-		if i == 0 || len(line) < 4 {
-			continue // the greeting line
-		}
-		word, _, _ := strings.Cut(line[4:], " ")
-		out[strings.ToUpper(word)] = true
-	}
-	return out
 }
 
 func isASCII(s string) bool {

@@ -106,12 +106,7 @@ func startWorkers(t *testing.T, ns *server.Server, store blob.Store, pool string
 // workers read the store, select on the record and run the job's filter
 // as a local run does.
 func TestPoolMatchesLocal(t *testing.T) {
-	store, err := blob.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	day0 := dayOf(time.Now()).AddDate(0, 0, -2)
-	ids := storeMix(t, store, day0)
+	store, day0, ids := storeMix(t)
 	ns := embeddedNATS(t)
 	startWorkers(t, ns, store, "rules", 2)
 
@@ -186,17 +181,12 @@ printf 'X-New: 1\r\n%s' "${body%x}"
 // A pool nobody serves is a clear error at once; one whose workers are
 // gone stops the run with ErrNoWorker, its summary incomplete.
 func TestPoolWithoutWorkers(t *testing.T) {
-	store, err := blob.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	day0 := dayOf(time.Now()).AddDate(0, 0, -2)
-	storeMix(t, store, day0)
+	store, day0, _ := storeMix(t)
 	ns := embeddedNATS(t)
 	q := dial(t, ns)
 	spec := FilterSpec{Command: "cat", TimeoutMS: 30000}
 
-	_, err = OpenPool(context.Background(), q.Conn(), q.JetStream(), "nobody", spec, nil)
+	_, err := OpenPool(context.Background(), q.Conn(), q.JetStream(), "nobody", spec, nil)
 	if !errors.Is(err, ErrNoWorker) || !strings.Contains(err.Error(), "worker.replay_pools: nobody") {
 		t.Errorf("no stream: %v", err)
 	}
@@ -239,12 +229,7 @@ func TestPoolWithoutWorkers(t *testing.T) {
 // A job runs on a worker that needs no restart for a new filter: two
 // replays with two filters on the same running worker.
 func TestPoolTakesNewFilters(t *testing.T) {
-	store, err := blob.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	day0 := dayOf(time.Now()).AddDate(0, 0, -2)
-	storeMix(t, store, day0)
+	store, day0, _ := storeMix(t)
 	ns := embeddedNATS(t)
 	startWorkers(t, ns, store, "p", 1)
 	marks := t.TempDir()
@@ -276,12 +261,7 @@ func TestPoolTakesNewFilters(t *testing.T) {
 // A command killed before it could drop its jobs: the first worker that
 // finds nobody taking its result drops the rest of that run unrun.
 func TestPoolDropsJobsOfAGoneRun(t *testing.T) {
-	store, err := blob.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	day0 := dayOf(time.Now()).AddDate(0, 0, -2)
-	storeMix(t, store, day0)
+	store, day0, _ := storeMix(t)
 	ns := embeddedNATS(t)
 	startWorkers(t, ns, store, "p", 1)() // the consumer stays; nobody takes jobs now
 	marks := t.TempDir()

@@ -245,7 +245,7 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 		return sum, fmt.Errorf("replay: %w", err)
 	}
 	r := &runner{store: readOnly{o.Store}, filter: o.Filter, timeout: o.Timeout, sel: sel,
-		deliver: o.DeliverTo, tempDir: o.TempDir, pool: o.Pool}
+		deliver: o.DeliverTo, tempDir: o.TempDir, pool: o.Pool, done: o.Done}
 	if o.Pool != nil {
 		r.job = jobOptions{sel: o.Select, wait: poolWait(o.Timeout)}
 		r.job.sel.IDs, r.job.sel.Sample = nil, 0
@@ -271,7 +271,6 @@ func Run(ctx context.Context, o Options, report func(Result) error) (Summary, er
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r.done = o.Done
 	order, wait := r.dispatch(runCtx, entries, n)
 	started := time.Now()
 	lastLine := started

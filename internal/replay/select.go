@@ -155,11 +155,10 @@ func (s Selection) compile() (*selector, error) {
 		out *[]string
 	}{{s.From, &c.from}, {s.To, &c.to}} {
 		for _, p := range list.in {
-			p = strings.ToLower(p)
-			if _, err := path.Match(p, ""); err != nil {
+			if err := checkPattern(p); err != nil {
 				return nil, fmt.Errorf("invalid address pattern %q: %v", p, err)
 			}
-			*list.out = append(*list.out, p)
+			*list.out = append(*list.out, strings.ToLower(p))
 		}
 	}
 	if s.Sample < 0 || s.Sample > 1 {
@@ -246,6 +245,12 @@ func (c *selector) selected(rec *sluicev1.VerdictRecord) bool {
 		return false
 	}
 	return true
+}
+
+// checkPattern checks an address pattern of Selection.From or To.
+func checkPattern(p string) error {
+	_, err := path.Match(strings.ToLower(p), "")
+	return err
 }
 
 // matchAny matches addr, without angle brackets and in lower case,

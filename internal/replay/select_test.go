@@ -47,15 +47,21 @@ var mix = []stored{
 	{"reply", 49 * time.Hour, "bob@example.com", []string{"alice@example.com"}, "thanks"},
 }
 
-// storeMix stores the mix the way an edge and a worker do (the real
-// worker runs classify), starting at day0 midnight, and returns each
-// message's id by name.
-func storeMix(t *testing.T, store blob.Store, day0 time.Time) map[string]string {
+// storeMix stores the mix in a new FS store the way an edge and a
+// worker do (the real worker runs classify), starting at day0, midnight
+// two days ago, and returns the store, day0 and each message's id by
+// name.
+func storeMix(t *testing.T) (store blob.Store, day0 time.Time, ids map[string]string) {
 	t.Helper()
+	store, err := blob.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	day0 = dayOf(time.Now()).AddDate(0, 0, -2)
 	w := &worker.Worker{ID: "test", Store: store,
 		Filter: filter.Command{Command: script(t, "classify.sh", classify), Timeout: 30 * time.Second, TempDir: t.TempDir()}}
 	ctx := context.Background()
-	ids := map[string]string{}
+	ids = map[string]string{}
 	for _, m := range mix {
 		received := day0.Add(m.received)
 		id := xid.NewWithTime(received).String()
@@ -71,16 +77,11 @@ func storeMix(t *testing.T, store blob.Store, day0 time.Time) map[string]string 
 			Received: timestamppb.New(received), MessageSize: int64(len(body))}
 		w.Handle(ctx, job, 1)
 	}
-	return ids
+	return store, day0, ids
 }
 
 func TestSelection(t *testing.T) {
-	store, err := blob.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	day0 := dayOf(time.Now()).AddDate(0, 0, -2)
-	ids := storeMix(t, store, day0)
+	store, day0, ids := storeMix(t)
 	names := map[string]string{}
 	for n, id := range ids {
 		names[id] = n
@@ -201,12 +202,7 @@ func TestSelectionErrors(t *testing.T) {
 // dropped before, with its original envelope and as the new filter left
 // it; a tempfailed message was retried by its sender and stays.
 func TestDeliverTo(t *testing.T) {
-	store, err := blob.NewFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	day0 := dayOf(time.Now()).AddDate(0, 0, -2)
-	ids := storeMix(t, store, day0)
+	store, day0, ids := storeMix(t)
 	sink := smtptest.NewServer(t, smtptest.Config{})
 	stamp := filter.Command{Command: `printf 'X-Replayed: yes\r\n'; cat`, Timeout: 30 * time.Second, TempDir: t.TempDir()}
 	var rs []Result
